@@ -1,0 +1,230 @@
+//! Control-plane write benchmark: closed-loop clients against attestd or,
+//! with the same load generator, against a local etcd cluster — so the two
+//! are measured in one run, on one machine, with one tool.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use serde::Serialize;
+
+/// Shape of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadSpec {
+    pub clients: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub value_bytes: usize,
+}
+
+/// What one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadResult {
+    pub target: String,
+    pub clients: usize,
+    pub value_bytes: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl LoadResult {
+    pub fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            self.target,
+            self.clients,
+            self.value_bytes,
+            self.ops_per_s,
+            self.p50_ms,
+            self.p90_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.errors
+        )
+    }
+}
+
+/// One request of the workload; returns Ok(()) when acknowledged.
+pub type Op = Arc<dyn Fn(u64, usize) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// Runs `spec.clients` closed-loop clients calling `op` with a unique
+/// sequence number and client index; latencies after the warm-up count.
+pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
+    let start = Instant::now();
+    let measure_from = start + spec.warmup;
+    let end = measure_from + spec.duration;
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for client in 0..spec.clients {
+        let op = op.clone();
+        let seq = seq.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < end {
+                let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let t0 = Instant::now();
+                let ok = tokio::time::timeout(Duration::from_secs(30), op(n, client)).await;
+                let counted = t0 >= measure_from;
+                match ok {
+                    Ok(Ok(())) if counted => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    Ok(Ok(())) => {}
+                    _ if counted => errors += 1,
+                    _ => {}
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    all.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
+        all[i.min(all.len() - 1)]
+    };
+    let seconds = spec.duration.as_secs_f64();
+    LoadResult {
+        target: target.into(),
+        clients: spec.clients,
+        value_bytes: spec.value_bytes,
+        ops: all.len() as u64,
+        errors,
+        seconds,
+        ops_per_s: all.len() as f64 / seconds,
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        max_ms: all.last().copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// Policy writes to attestd: one provider, one policy per client (distinct
+/// keys, as etcd gets distinct keys), `value_bytes` of text each.
+pub fn attestd_policy_writes(http: reqwest::Client, urls: Vec<String>, provider: String, value_bytes: usize) -> Op {
+    Arc::new(move |n, client| {
+        let http = http.clone();
+        let url = format!(
+            "{}/providers/{provider}/policies/{}",
+            urls[client % urls.len()],
+            ["SgxEnclave", "OpenEnclave", "TdxVm", "SevSnpVm", "Tpm"][client % 5]
+        );
+        let body = value(n, value_bytes);
+        Box::pin(async move {
+            let r = http.put(url).header("content-type", "text/plain").body(body).send().await?;
+            if !r.status().is_success() {
+                bail!("status {}", r.status());
+            }
+            Ok(())
+        })
+    })
+}
+
+/// `PUT` through etcd's v3 JSON gateway with the same value sizes.
+pub fn etcd_puts(http: reqwest::Client, endpoints: Vec<String>, value_bytes: usize) -> Op {
+    Arc::new(move |n, client| {
+        let http = http.clone();
+        let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::json!({"key": b64.encode(format!("bench/{client}")), "value": b64.encode(value(n, value_bytes))});
+        Box::pin(async move {
+            let r = http.post(url).json(&body).send().await?;
+            if !r.status().is_success() {
+                bail!("status {}", r.status());
+            }
+            Ok(())
+        })
+    })
+}
+
+fn value(n: u64, len: usize) -> String {
+    let mut s = format!("version=1.0; // write {n} ");
+    while s.len() < len {
+        s.push('x');
+    }
+    s.truncate(len.max(1));
+    s
+}
+
+/// A 3-member etcd cluster on loopback (Debian's `etcd-server`).
+pub struct Etcd {
+    children: Vec<Child>,
+    pub client_urls: Vec<String>,
+    _dir: PathBuf,
+}
+
+impl Etcd {
+    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        let bin = which("etcd").context("etcd not found: apt-get install etcd-server")?;
+        let ports = crate::cluster::free_ports(6)?;
+        let initial: Vec<String> = (0..3).map(|i| format!("e{i}=http://127.0.0.1:{}", ports[2 * i + 1])).collect();
+        let mut children = Vec::new();
+        let mut client_urls = Vec::new();
+        for i in 0..3 {
+            let data = dir.join(format!("etcd-{i}"));
+            std::fs::create_dir_all(&data)?;
+            let client = format!("http://127.0.0.1:{}", ports[2 * i]);
+            let peer = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+            let log = std::fs::File::create(dir.join(format!("etcd-{i}.log")))?;
+            let child = Command::new(&bin)
+                .args(["--name", &format!("e{i}"), "--data-dir"])
+                .arg(&data)
+                .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "attest-bench", "--log-level", "warn"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()?;
+            children.push(child);
+            client_urls.push(client);
+        }
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = http.get(format!("{}/health", client_urls[0])).send().await;
+            if let Ok(r) = r {
+                if r.status().is_success() && r.text().await.unwrap_or_default().contains("true") {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become healthy");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(Self { children, client_urls, _dir: dir.to_path_buf() })
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}

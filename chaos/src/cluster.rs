@@ -1,0 +1,500 @@
+//! A local two-region attestd cluster as real processes: one data
+//! directory, TLS material and config file per node under one root
+//! directory, each node its own `attestd` process on loopback ports.
+//!
+//! Used by `attest-chaos up`, the drills and the integration tests. Nodes
+//! are started, killed (SIGKILL), stopped (SIGTERM), paused (SIGSTOP) and
+//! resumed (SIGCONT) individually or per region.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What to launch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// Root directory; created if missing. Holds `certs/`, `node-<id>/`.
+    pub dir: PathBuf,
+    pub primary_region: String,
+    pub secondary_region: String,
+    pub primary_nodes: usize,
+    pub secondary_nodes: usize,
+    /// Extra `[raft]` keys (timings), as TOML, for every node.
+    pub raft_toml: String,
+    /// Extra lines appended to every node config (e.g. `[limits]`).
+    pub extra_toml: String,
+    /// Serve TLS (and mutual TLS between nodes). On by default.
+    pub tls: bool,
+    /// Route all inter-region Raft traffic through userspace WAN links
+    /// (`crate::wan`), so latency, loss and partitions can be injected.
+    pub wan: bool,
+    /// Initial one-way delay of every inter-region link, in milliseconds.
+    pub wan_one_way_ms: u64,
+}
+
+impl ClusterSpec {
+    /// 3 + 2 nodes with timings suited to loopback on a small machine.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            primary_region: "eastus2".into(),
+            secondary_region: "centralus".into(),
+            primary_nodes: 3,
+            secondary_nodes: 2,
+            raft_toml: "heartbeat_ms = 100\nelection_timeout_min_ms = 800\nelection_timeout_max_ms = 1200\nsecondary_election_factor = 2\nasync_after_ms = 3000\nwrite_timeout_ms = 10000\n".into(),
+            extra_toml: String::new(),
+            tls: true,
+            wan: false,
+            wan_one_way_ms: 0,
+        }
+    }
+}
+
+/// One node of the cluster.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub id: u64,
+    pub region: String,
+    pub api_addr: String,
+    pub raft_addr: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeHandle {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    /// The inter-region links, when `spec.wan` is set.
+    pub wan: Option<crate::wan::WanController>,
+    pub nodes: BTreeMap<u64, NodeHandle>,
+    pub bin: PathBuf,
+    http: reqwest::Client,
+}
+
+/// Finds the `attestd` binary: `$ATTESTD_BIN`, else next to the current
+/// executable or its parent (covers `target/debug/` and `target/debug/deps/`).
+pub fn find_attestd() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("ATTESTD_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locating current executable")?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    while let Some(d) = dir {
+        let cand = d.join("attestd");
+        if cand.is_file() {
+            return Ok(cand);
+        }
+        dir = d.parent().map(Path::to_path_buf);
+        if dir.as_ref().is_some_and(|p| p.ends_with("target") || p.parent().is_none()) {
+            break;
+        }
+    }
+    bail!("attestd binary not found; build it (cargo build --bins) or set ATTESTD_BIN")
+}
+
+/// Reserves `n` free loopback ports (bound then released; the window for
+/// another process to take one is tiny on a test machine).
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners: Vec<TcpListener> =
+        (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>().context("reserving ports")?;
+    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+pub fn http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(10));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    Ok(b.build()?)
+}
+
+impl Cluster {
+    /// Writes certificates and configs and starts every node; returns once
+    /// every node reports healthy (bounded by `ready_within`).
+    pub async fn launch(spec: ClusterSpec, ready_within: Duration) -> anyhow::Result<Self> {
+        let bin = find_attestd()?;
+        std::fs::create_dir_all(&spec.dir).with_context(|| format!("creating {}", spec.dir.display()))?;
+        let total = spec.primary_nodes + spec.secondary_nodes;
+        let ports = free_ports(total * 2)?;
+        let mut members = Vec::new();
+        for i in 0..total {
+            let id = (i + 1) as u64;
+            let region = if i < spec.primary_nodes { &spec.primary_region } else { &spec.secondary_region };
+            members.push((
+                id,
+                region.clone(),
+                format!("127.0.0.1:{}", ports[2 * i]),
+                format!("127.0.0.1:{}", ports[2 * i + 1]),
+            ));
+        }
+        let certs = spec.dir.join("certs");
+        if spec.tls {
+            let mut cmd = Command::new(&bin);
+            cmd.arg("dev-pki").arg("--out").arg(&certs);
+            for (id, ..) in &members {
+                cmd.arg("--node").arg(format!("node-{id}"));
+            }
+            let out = cmd.output().context("running attestd dev-pki")?;
+            if !out.status.success() {
+                bail!("attestd dev-pki failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        // One WAN link per (destination node, source region): every node of
+        // the other region dials this node's Raft port through it.
+        let wan = if spec.wan { Some(crate::wan::WanController::new()) } else { None };
+        let mut overrides: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+        if let Some(w) = &wan {
+            let shape = crate::wan::Shape { latency_ms: spec.wan_one_way_ms, ..Default::default() };
+            for (id, region, raft, _) in &members {
+                let from = if *region == spec.primary_region { &spec.secondary_region } else { &spec.primary_region };
+                let cfg = crate::wan::LinkConfig::new(&format!("{from}->node-{id}"), "127.0.0.1:0".parse()?, raft)
+                    .between(from, region)
+                    .with_conditions(crate::wan::LinkConditions::symmetric(shape));
+                let h = w.add_link(cfg).await.map_err(|e| anyhow!("starting WAN link: {e}"))?;
+                overrides.entry(from.clone()).or_default().push((raft.clone(), h.local_addr().to_string()));
+            }
+        }
+        let mut member_toml = String::new();
+        for (id, region, raft, api) in &members {
+            member_toml.push_str(&format!(
+                "[[cluster.members]]\nid = {id}\nregion = \"{region}\"\nraft_addr = \"{raft}\"\napi_addr = \"{api}\"\n\n"
+            ));
+        }
+        let mut nodes = BTreeMap::new();
+        for (id, region, raft, api) in &members {
+            let node_dir = spec.dir.join(format!("node-{id}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let data_dir = node_dir.join("data");
+            let tls = if spec.tls {
+                format!(
+                    "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    certs.join("ca.pem").display(),
+                    certs.join(format!("node-{id}.pem")).display(),
+                    certs.join(format!("node-{id}.key")).display()
+                )
+            } else {
+                String::new()
+            };
+            let text = format!(
+                "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
+                 [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n\
+                 {tls}\n[raft]\n{raft_toml}\n{extra}\n\
+                 [cluster]\nprimary_region = \"{p}\"\nsecondary_region = \"{s}\"\nbootstrap = {boot}\n\n{member_toml}",
+                data = data_dir.display(),
+                raft_toml = spec.raft_toml,
+                extra = spec.extra_toml,
+                p = spec.primary_region,
+                s = spec.secondary_region,
+                boot = *id == 1,
+            );
+            let mut text = text;
+            if let Some(list) = overrides.get(region) {
+                text.push_str("[cluster.dial_overrides]\n");
+                for (adv, dial) in list {
+                    text.push_str(&format!("\"{adv}\" = \"{dial}\"\n"));
+                }
+            }
+            let config = node_dir.join("attestd.toml");
+            std::fs::write(&config, text)?;
+            nodes.insert(
+                *id,
+                NodeHandle {
+                    id: *id,
+                    region: region.clone(),
+                    api_addr: api.clone(),
+                    raft_addr: raft.clone(),
+                    config,
+                    data_dir,
+                    log: node_dir.join("attestd.log"),
+                    child: None,
+                    paused: false,
+                },
+            );
+        }
+        let http = http_client(spec.tls.then(|| certs.join("ca.pem")).as_deref())?;
+        let mut cluster = Cluster { spec, wan, nodes, bin, http };
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in &ids {
+            cluster.start(*id)?;
+        }
+        for id in &ids {
+            cluster.wait_healthy(*id, ready_within).await?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.spec.dir.join("certs").join("ca.pem")
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        let scheme = if self.spec.tls { "https" } else { "http" };
+        let addr = self.nodes.get(&id).map(|n| n.api_addr.as_str()).unwrap_or("127.0.0.1:1");
+        format!("{scheme}://{addr}")
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn region_ids(&self, region: &str) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.region == region).map(|n| n.id).collect()
+    }
+
+    pub fn primary_ids(&self) -> Vec<u64> {
+        self.region_ids(&self.spec.primary_region.clone())
+    }
+
+    pub fn secondary_ids(&self) -> Vec<u64> {
+        self.region_ids(&self.spec.secondary_region.clone())
+    }
+
+    fn node_mut(&mut self, id: u64) -> anyhow::Result<&mut NodeHandle> {
+        self.nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))
+    }
+
+    /// Starts (or restarts) a node process; its output goes to its log file.
+    pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
+        let bin = self.bin.clone();
+        let n = self.node_mut(id)?;
+        if n.is_running() {
+            return Ok(());
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log)?;
+        let err = log.try_clone()?;
+        let child = Command::new(&bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&n.config)
+            .env("RUST_LOG", std::env::var("ATTESTD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        n.child = Some(child);
+        n.paused = false;
+        Ok(())
+    }
+
+    fn signal(&mut self, id: u64, sig: i32) -> anyhow::Result<()> {
+        let n = self.node_mut(id)?;
+        if let Some(pid) = n.pid() {
+            let rc = send_signal(pid, sig);
+            if rc != 0 && sig != libc::SIGCONT {
+                tracing::debug!(id, sig, "kill returned {rc}");
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: the process dies without flushing anything.
+    pub fn kill(&mut self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGKILL)?;
+        let n = self.node_mut(id)?;
+        if let Some(mut c) = n.child.take() {
+            let _ = c.wait();
+        }
+        n.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit, then SIGKILL.
+    pub fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node_mut(id)?.paused {
+            self.resume(id)?;
+        }
+        self.signal(id, libc::SIGTERM)?;
+        let n = self.node_mut(id)?;
+        if let Some(mut c) = n.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGSTOP)?;
+        self.node_mut(id)?.paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, libc::SIGCONT)?;
+        self.node_mut(id)?.paused = false;
+        Ok(())
+    }
+
+    pub fn kill_region(&mut self, region: &str) -> anyhow::Result<()> {
+        for id in self.region_ids(region) {
+            self.kill(id)?;
+        }
+        Ok(())
+    }
+
+    pub fn start_region(&mut self, region: &str) -> anyhow::Result<()> {
+        for id in self.region_ids(region) {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    pub async fn get_json(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
+        let resp = self.http.get(format!("{}{}", self.url(id), path)).send().await?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    pub async fn health(&self, id: u64) -> anyhow::Result<(u16, Value)> {
+        self.get_json(id, "/health").await
+    }
+
+    /// Waits until `/health` answers 200 (bounded).
+    pub async fn wait_healthy(&self, id: u64, within: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            match self.health(id).await {
+                Ok((200, body)) => return Ok(body),
+                Ok((code, body)) => last = format!("{code} {body}"),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("node {id} not healthy within {within:?}: {last}; log: {}", self.tail_log(id))
+    }
+
+    /// Waits until `pred` holds for the node's `/health` body (bounded).
+    pub async fn wait_health_where(
+        &self,
+        id: u64,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + within;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok((_, body)) = self.health(id).await {
+                if pred(&body) {
+                    return Ok(body);
+                }
+                last = body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("node {id}: '{what}' did not hold within {within:?}; last health: {last}")
+    }
+
+    /// The node's applied state (`/admin/state`).
+    pub async fn state(&self, id: u64) -> anyhow::Result<Value> {
+        let (code, body) = self.get_json(id, "/admin/state").await?;
+        if code != 200 {
+            bail!("node {id} /admin/state answered {code}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Waits until every listed node reports the same state digest and at
+    /// least `min_index` applied; returns the digest.
+    pub async fn wait_converged(&self, ids: &[u64], min_index: u64, within: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + within;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            let mut digests = Vec::new();
+            for id in ids {
+                match self.state(*id).await {
+                    Ok(s) => digests.push((
+                        *id,
+                        s["digest"].as_str().unwrap_or("").to_string(),
+                        s["appliedIndex"].as_u64().unwrap_or(0),
+                    )),
+                    Err(_) => digests.push((*id, String::new(), 0)),
+                }
+            }
+            let first = digests[0].1.clone();
+            if !first.is_empty() && digests.iter().all(|(_, d, i)| *d == first && *i >= min_index) {
+                return Ok(first);
+            }
+            last = digests;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("nodes did not converge within {within:?}: {last:?}")
+    }
+
+    pub fn tail_log(&self, id: u64) -> String {
+        let Some(n) = self.nodes.get(&id) else { return String::new() };
+        let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Stops every node (SIGKILL; tests do not need a clean shutdown).
+    pub fn shutdown(&mut self) {
+        for id in self.ids() {
+            let _ = self.kill(id);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn send_signal(pid: u32, sig: i32) -> i32 {
+    // std has no way to send SIGSTOP/SIGCONT/SIGTERM; `kill(1)` keeps this
+    // crate free of `unsafe`.
+    match Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => 0,
+        _ => -1,
+    }
+}

@@ -1,0 +1,260 @@
+//! `attest-chaos`: run a local two-region attestd cluster, inject faults,
+//! and (as the harness grows) drive workloads, drills and benchmarks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use attest_chaos::cluster::{Cluster, ClusterSpec};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "attest-chaos",
+    version,
+    about = "Local two-region attestd clusters, fault injection, drills and benchmarks",
+    long_about = "attest-chaos starts a real attestd cluster on this machine (every node its own \
+process with its own RocksDB and TLS certificates) and breaks it on purpose.\n\n\
+Start a cluster and keep it running:  attest-chaos up --dir .cluster\n\
+Then, from another shell:             attestd admin status --url https://127.0.0.1:<port> --ca .cluster/certs/ca.pem"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local cluster (3 nodes in the primary region, 2 in the
+    /// secondary, mutual TLS) and keep it running until Ctrl-C.
+    Up {
+        /// Root directory for certificates, configs, data and logs.
+        #[arg(long, default_value = ".cluster")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        primary_nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        secondary_nodes: usize,
+        #[arg(long, default_value = "eastus2")]
+        primary_region: String,
+        #[arg(long, default_value = "centralus")]
+        secondary_region: String,
+    },
+    /// Benchmarks; results print as Markdown rows for BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Control-plane write latency and throughput on a fresh local 3 + 2
+    /// cluster, optionally with WAN latency between the regions, and the
+    /// same load against a local 3-member etcd in the same run.
+    ControlPlane {
+        /// Concurrent closed-loop clients (comma-separated list to sweep).
+        #[arg(long, default_value = "1,64", value_delimiter = ',')]
+        clients: Vec<usize>,
+        /// Measured seconds per run (after a 2 s warm-up).
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        value_bytes: usize,
+        /// Round-trip time to inject between the regions (0 = loopback).
+        #[arg(long, default_value = "0,20", value_delimiter = ',')]
+        wan_rtt_ms: Vec<u64>,
+        /// Also measure etcd (Debian etcd-server) with the same load.
+        #[arg(long)]
+        etcd: bool,
+        /// Scratch directory.
+        #[arg(long, default_value = "/tmp/attest-bench")]
+        dir: PathBuf,
+    },
+    /// Time from process start to serving with N policies stored.
+    Restart {
+        #[arg(long, default_value_t = 10_000)]
+        policies: usize,
+        #[arg(long, default_value = "/tmp/attest-bench-restart")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    match cli.cmd {
+        Cmd::Up { dir, primary_nodes, secondary_nodes, primary_region, secondary_region } => rt.block_on(async {
+            let mut spec = ClusterSpec::local(dir.clone());
+            spec.primary_nodes = primary_nodes;
+            spec.secondary_nodes = secondary_nodes;
+            spec.primary_region = primary_region;
+            spec.secondary_region = secondary_region;
+            // A fresh run starts from an empty directory: the launcher assigns
+            // new ports and a cluster cannot change its members' addresses.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+            }
+            eprintln!("starting {} + {} nodes under {} ...", primary_nodes, secondary_nodes, dir.display());
+            let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
+            println!("cluster is up (CA: {})", cluster.ca_path().display());
+            for n in cluster.nodes.values() {
+                println!(
+                    "  node {} [{}]  api https://{}  raft {}  log {}",
+                    n.id,
+                    n.region,
+                    n.api_addr,
+                    n.raft_addr,
+                    n.log.display()
+                );
+            }
+            println!("\ntry: attestd admin status --url {} --ca {}", cluster.url(1), cluster.ca_path().display());
+            println!("press Ctrl-C to stop");
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            drop(cluster);
+            Ok(())
+        }),
+        Cmd::Bench { what } => rt.block_on(bench(what)),
+    }
+}
+
+async fn bench(what: BenchCmd) -> anyhow::Result<()> {
+    use attest_chaos::bench::{attestd_policy_writes, etcd_puts, run_load, Etcd, LoadSpec};
+    match what {
+        BenchCmd::ControlPlane { clients, seconds, value_bytes, wan_rtt_ms, etcd, dir } => {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir)?;
+            println!("| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors |");
+            println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+            if etcd {
+                let e = Etcd::start(&dir.join("etcd")).await?;
+                let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+                for c in &clients {
+                    let spec = LoadSpec {
+                        clients: *c,
+                        duration: Duration::from_secs(seconds),
+                        warmup: Duration::from_secs(2),
+                        value_bytes,
+                    };
+                    let r = run_load(
+                        "etcd 3.4 (3 members)",
+                        &spec,
+                        etcd_puts(http.clone(), e.client_urls.clone(), value_bytes),
+                    )
+                    .await;
+                    println!("{}", r.row());
+                }
+            }
+            for rtt in &wan_rtt_ms {
+                let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}")));
+                spec.wan = true;
+                spec.wan_one_way_ms = rtt / 2;
+                // etcd's rule of thumb for the WAN: heartbeat ≈ RTT, election ≥ 10 × RTT.
+                spec.raft_toml = format!(
+                    "heartbeat_ms = {hb}\nelection_timeout_min_ms = {emin}\nelection_timeout_max_ms = {emax}\nasync_after_ms = 5000\n",
+                    hb = (*rtt).max(50),
+                    emin = (rtt * 10).max(1000),
+                    emax = (rtt * 15).max(1500)
+                );
+                spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
+                let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
+                let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
+                let r = cluster
+                    .http()
+                    .put(format!("{}/providers/bench", urls[0]))
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
+                for c in &clients {
+                    let spec = LoadSpec {
+                        clients: *c,
+                        duration: Duration::from_secs(seconds),
+                        warmup: Duration::from_secs(2),
+                        value_bytes,
+                    };
+                    let op = attestd_policy_writes(cluster.http().clone(), urls.clone(), "bench".into(), value_bytes);
+                    let r = run_load(&format!("attestd sync, WAN RTT {rtt} ms"), &spec, op).await;
+                    println!("{}", r.row());
+                }
+            }
+            Ok(())
+        }
+        BenchCmd::Restart { policies, dir } => bench_restart(policies, dir).await,
+    }
+}
+
+async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut spec = ClusterSpec::local(dir);
+    spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
+    let mut cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
+    let url = cluster.url(1);
+    let http = cluster.http().clone();
+    let types = ["SgxEnclave", "OpenEnclave", "TdxVm", "SevSnpVm", "Tpm"];
+    let providers = policies.div_ceil(types.len());
+    let bar = indicatif::ProgressBar::new((providers + policies) as u64);
+    let results: Vec<bool> = futures::stream::iter(0..providers)
+        .map(|p| {
+            let http = http.clone();
+            let url = url.clone();
+            let bar = bar.clone();
+            async move {
+                let ok = http
+                    .put(format!("{url}/providers/p{p:05}"))
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                bar.inc(1);
+                ok
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    anyhow::ensure!(results.iter().all(|x| *x), "creating providers failed");
+    let results: Vec<bool> = futures::stream::iter(0..policies)
+        .map(|i| {
+            let http = http.clone();
+            let url = url.clone();
+            let bar = bar.clone();
+            async move {
+                let ok = http
+                    .put(format!("{url}/providers/p{:05}/policies/{}", i / types.len(), types[i % types.len()]))
+                    .header("content-type", "text/plain")
+                    .body(format!(
+                        "version=1.0; authorizationrules {{ => permit(); }}; issuancerules {{ }}; // policy {i}"
+                    ))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                bar.inc(1);
+                ok
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    anyhow::ensure!(results.iter().all(|x| *x), "storing policies failed");
+    let id = 4; // a follower: restart must not depend on leading
+    cluster.wait_converged(&cluster.ids(), 0, Duration::from_secs(120)).await?;
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        cluster.stop(id)?;
+        let t0 = std::time::Instant::now();
+        cluster.start(id)?;
+        cluster.wait_healthy(id, Duration::from_secs(60)).await?;
+        samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let state = cluster.state(id).await?;
+    let n = state["policies"].as_object().map(|m| m.len()).unwrap_or(0);
+    println!("restart to serving (/health 200) with {n} policies: median {:.0} ms, min {:.0} ms, max {:.0} ms (5 restarts of a follower, debug build)", samples[2], samples[0], samples[4]);
+    Ok(())
+}

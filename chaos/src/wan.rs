@@ -1,0 +1,1297 @@
+//! Userspace WAN link emulator: toxiproxy-style TCP proxies between regions.
+//!
+//! This kernel has no `tc netem`, so the inter-region network is emulated in
+//! userspace: every inter-region connection goes through a [`WanLink`], a TCP
+//! proxy that listens locally and forwards to an upstream address. Side `a` is
+//! the connecting client, side `b` the upstream server; conditions apply per
+//! direction (`a_to_b`, `b_to_a`):
+//!
+//! * **latency / jitter**: every chunk read is stamped with a release time
+//!   (`now + latency ± jitter`, never earlier than the previous chunk's, so byte
+//!   order is preserved) and put in a FIFO delay queue; a writer releases
+//!   chunks when due. Reading continues while chunks wait, so throughput is not
+//!   limited to one chunk per round trip.
+//! * **bandwidth**: a serialization clock (`wire_free`) spaces chunks by
+//!   `len * 8 / bandwidth` before the propagation delay, like a real link.
+//! * **loss**: TCP hides packet loss as retransmission stalls, so a "lost" chunk
+//!   is delayed by an extra retransmission timeout (max(200 ms, 3 × latency))
+//!   rather than corrupting the stream; `reset_probability` resets new
+//!   connections at random.
+//! * **cuts** ([`Cut`]): both ways or one way, in three [`CutMode`]s:
+//!   - `blackhole`: bytes in the cut direction are held, unacknowledged by the
+//!     far side, and new connections stall before reaching upstream; peers see
+//!     timeouts, as in a real partition, and after heal the held bytes flow
+//!     (TCP retransmission would deliver them too);
+//!   - `drop`: bytes reaching the cut are discarded; the connection's direction
+//!     stays dead after heal (its stream has a hole), new connections work;
+//!   - `reset`: existing connections are reset (RST) and new ones reset at once;
+//!     with a one-way cut, a connection is reset when data tries to cross.
+//!
+//!   A one-way cut is modelled at the data level: new connections are still
+//!   established (the handshake is not emulated) and data flows the other way.
+//!
+//! A [`WanController`] owns many links and changes the conditions of all links
+//! between two regions at once, mapping `from → to` onto each link's own
+//! orientation. [`WanController::serve_control`] exposes it over HTTP (axum,
+//! already used by the node) so another process can drive it:
+//!
+//! | request | effect |
+//! | --- | --- |
+//! | `GET /links` | every link with conditions and counters |
+//! | `GET /links/{name}` | one link |
+//! | `POST /links/{name}` + [`LinkUpdate`] JSON | change one link |
+//! | `POST /regions/{from}/{to}` + [`LinkUpdate`] | change every link between two regions (`a_to_b` = from → to) |
+//! | `POST /all` + [`LinkUpdate`] | change every link |
+//! | `POST /heal` | remove every cut |
+//!
+//! [`WanControlClient`] is the matching client; [`run_wan_proxy`] with
+//! [`WanProxyArgs`] is the standalone `attest-chaos wan` command.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Chunks in flight per direction; bounds memory and gives backpressure
+/// (like a TCP window) when a link is slow or blackholed.
+const QUEUE_CHUNKS: usize = 256;
+/// Largest chunk read at once.
+const MAX_CHUNK: usize = 16 * 1024;
+/// Smallest chunk when bandwidth-limited (keeps per-chunk overhead sane).
+const MIN_CHUNK: usize = 256;
+/// Minimum retransmission timeout used to emulate a lost segment (Linux's).
+const MIN_RTO: Duration = Duration::from_millis(200);
+/// Upper bound on connecting to the upstream.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest control request body.
+const MAX_CONTROL_BODY: usize = 64 * 1024;
+
+/// Errors of the WAN emulator.
+#[derive(Debug, thiserror::Error)]
+pub enum WanError {
+    /// A socket operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A link with this name already exists.
+    #[error("link {0:?} already exists")]
+    DuplicateLink(String),
+    /// No link with this name.
+    #[error("no link named {0:?}")]
+    UnknownLink(String),
+    /// No link joins the two regions.
+    #[error("no link between regions {0:?} and {1:?}")]
+    NoLinksBetween(String, String),
+    /// An update with out-of-range values.
+    #[error("invalid link update: {0}")]
+    InvalidUpdate(String),
+    /// Bad proxy configuration (CLI or file).
+    #[error("invalid WAN configuration: {0}")]
+    Config(String),
+    /// The control API answered with an error or could not be reached.
+    #[error("WAN control API: {0}")]
+    Control(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WanError {
+    let context = context.into();
+    move |source| WanError::Io { context, source }
+}
+
+/// Direction of traffic on a link: `a` is the connecting side, `b` upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    /// Client to upstream.
+    #[serde(rename = "a_to_b")]
+    AToB,
+    /// Upstream to client.
+    #[serde(rename = "b_to_a")]
+    BToA,
+}
+
+/// Which directions of a link are cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cut {
+    /// Healthy.
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    /// Both directions.
+    #[serde(rename = "both")]
+    Both,
+    /// Only traffic from `a` to `b`.
+    #[serde(rename = "a_to_b")]
+    AToB,
+    /// Only traffic from `b` to `a`.
+    #[serde(rename = "b_to_a")]
+    BToA,
+}
+
+impl Cut {
+    /// Whether traffic in `dir` is cut.
+    pub fn cuts(self, dir: Direction) -> bool {
+        matches!((self, dir), (Cut::Both, _) | (Cut::AToB, Direction::AToB) | (Cut::BToA, Direction::BToA))
+    }
+
+    /// The same cut seen from the other end of the link.
+    pub fn reversed(self) -> Cut {
+        match self {
+            Cut::AToB => Cut::BToA,
+            Cut::BToA => Cut::AToB,
+            c => c,
+        }
+    }
+}
+
+/// How a cut behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutMode {
+    /// Hold bytes silently until heal; peers see timeouts (a real partition).
+    #[default]
+    Blackhole,
+    /// Discard bytes; the connection's direction stays dead after heal.
+    Drop,
+    /// Reset connections (RST) and new connection attempts.
+    Reset,
+}
+
+/// Conditions of one direction of a link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Shape {
+    /// One-way delay in milliseconds.
+    pub latency_ms: u64,
+    /// Uniform jitter (±) around the latency, in milliseconds.
+    pub jitter_ms: u64,
+    /// Bandwidth in kbit/s; 0 = unlimited.
+    pub bandwidth_kbps: u64,
+    /// Probability (0..=1) that a chunk suffers a retransmission stall.
+    pub loss: f64,
+}
+
+/// Everything that can be set on a link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LinkConditions {
+    /// Client → upstream.
+    pub a_to_b: Shape,
+    /// Upstream → client.
+    pub b_to_a: Shape,
+    /// Cut directions.
+    pub cut: Cut,
+    /// Cut behaviour.
+    pub mode: CutMode,
+    /// Probability (0..=1) that a new connection is reset at once.
+    pub reset_probability: f64,
+}
+
+impl LinkConditions {
+    /// The same shape in both directions.
+    pub fn symmetric(shape: Shape) -> Self {
+        Self { a_to_b: shape, b_to_a: shape, ..Self::default() }
+    }
+
+    /// The shape of one direction.
+    pub fn shape(&self, dir: Direction) -> &Shape {
+        match dir {
+            Direction::AToB => &self.a_to_b,
+            Direction::BToA => &self.b_to_a,
+        }
+    }
+}
+
+/// Partial update of one direction's [`Shape`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeUpdate {
+    /// New latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// New jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// New bandwidth (0 = unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_kbps: Option<u64>,
+    /// New loss probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+}
+
+impl ShapeUpdate {
+    fn apply(&self, s: &mut Shape) {
+        if let Some(v) = self.latency_ms {
+            s.latency_ms = v;
+        }
+        if let Some(v) = self.jitter_ms {
+            s.jitter_ms = v;
+        }
+        if let Some(v) = self.bandwidth_kbps {
+            s.bandwidth_kbps = v;
+        }
+        if let Some(v) = self.loss {
+            s.loss = v;
+        }
+    }
+}
+
+/// Partial update of a link, the JSON body of the control API. Top-level
+/// shape fields apply to both directions; `a_to_b` / `b_to_a` then override
+/// one direction. Absent fields are left unchanged.
+///
+/// ```json
+/// {"latency_ms": 40, "jitter_ms": 5, "bandwidth_kbps": 0, "loss": 0.0,
+///  "cut": "a_to_b", "mode": "blackhole"}
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkUpdate {
+    /// Latency of both directions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Jitter of both directions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
+    /// Bandwidth of both directions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_kbps: Option<u64>,
+    /// Loss of both directions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    /// Connection reset probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_probability: Option<f64>,
+    /// Cut directions (`"none"` heals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+    /// Cut behaviour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<CutMode>,
+    /// Overrides for client → upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a_to_b: Option<ShapeUpdate>,
+    /// Overrides for upstream → client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b_to_a: Option<ShapeUpdate>,
+}
+
+impl LinkUpdate {
+    /// Cut the link (`Cut::None` heals).
+    pub fn cut(cut: Cut, mode: CutMode) -> Self {
+        Self { cut: Some(cut), mode: Some(mode), ..Self::default() }
+    }
+
+    /// Remove any cut.
+    pub fn heal() -> Self {
+        Self { cut: Some(Cut::None), ..Self::default() }
+    }
+
+    /// Latency and jitter in both directions.
+    pub fn latency(latency_ms: u64, jitter_ms: u64) -> Self {
+        Self { latency_ms: Some(latency_ms), jitter_ms: Some(jitter_ms), ..Self::default() }
+    }
+
+    /// Rejects probabilities outside 0..=1 (and NaN).
+    pub fn validate(&self) -> Result<(), WanError> {
+        let probs = [
+            ("loss", self.loss),
+            ("reset_probability", self.reset_probability),
+            ("a_to_b.loss", self.a_to_b.and_then(|s| s.loss)),
+            ("b_to_a.loss", self.b_to_a.and_then(|s| s.loss)),
+        ];
+        for (name, p) in probs {
+            if let Some(p) = p {
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(WanError::InvalidUpdate(format!("{name} must be within 0..=1, got {p}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the update (call [`validate`](Self::validate) first).
+    pub fn apply(&self, c: &mut LinkConditions) {
+        let both = ShapeUpdate {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            bandwidth_kbps: self.bandwidth_kbps,
+            loss: self.loss,
+        };
+        both.apply(&mut c.a_to_b);
+        both.apply(&mut c.b_to_a);
+        if let Some(u) = self.a_to_b {
+            u.apply(&mut c.a_to_b);
+        }
+        if let Some(u) = self.b_to_a {
+            u.apply(&mut c.b_to_a);
+        }
+        if let Some(cut) = self.cut {
+            c.cut = cut;
+        }
+        if let Some(mode) = self.mode {
+            c.mode = mode;
+        }
+        if let Some(p) = self.reset_probability {
+            c.reset_probability = p;
+        }
+    }
+
+    /// The same update expressed for a link oriented the other way.
+    pub fn reversed(&self) -> Self {
+        Self { cut: self.cut.map(Cut::reversed), a_to_b: self.b_to_a, b_to_a: self.a_to_b, ..*self }
+    }
+}
+
+/// Static configuration of a link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkConfig {
+    /// Unique name, e.g. `eastus2-1->centralus-1:raft`.
+    pub name: String,
+    /// Where the proxy listens (port 0 = any).
+    pub listen: SocketAddr,
+    /// Where it forwards (`host:port`).
+    pub upstream: String,
+    /// Region of the connecting side (`a`), for pair-wide control.
+    #[serde(default)]
+    pub a_region: Option<String>,
+    /// Region of the upstream side (`b`).
+    #[serde(default)]
+    pub b_region: Option<String>,
+    /// Initial conditions.
+    #[serde(default)]
+    pub conditions: LinkConditions,
+}
+
+impl LinkConfig {
+    /// A link with default (perfect) conditions.
+    pub fn new(name: &str, listen: SocketAddr, upstream: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            listen,
+            upstream: upstream.to_owned(),
+            a_region: None,
+            b_region: None,
+            conditions: LinkConditions::default(),
+        }
+    }
+
+    /// Sets the regions of side `a` (client) and side `b` (upstream).
+    #[must_use]
+    pub fn between(mut self, a_region: &str, b_region: &str) -> Self {
+        self.a_region = Some(a_region.to_owned());
+        self.b_region = Some(b_region.to_owned());
+        self
+    }
+
+    /// Sets the initial conditions.
+    #[must_use]
+    pub fn with_conditions(mut self, conditions: LinkConditions) -> Self {
+        self.conditions = conditions;
+        self
+    }
+}
+
+/// Counters of a link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkStats {
+    /// Connections accepted so far.
+    pub connections_total: u64,
+    /// Connections currently open.
+    pub connections_active: u64,
+    /// Connections reset by the emulator.
+    pub resets: u64,
+    /// Bytes delivered client → upstream.
+    pub bytes_a_to_b: u64,
+    /// Bytes delivered upstream → client.
+    pub bytes_b_to_a: u64,
+    /// Bytes discarded by `drop` cuts.
+    pub bytes_dropped: u64,
+}
+
+/// Snapshot of a link for the control API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// Link name.
+    pub name: String,
+    /// Actual listening address.
+    pub listen: SocketAddr,
+    /// Upstream address.
+    pub upstream: String,
+    /// Region of side `a`.
+    pub a_region: Option<String>,
+    /// Region of side `b`.
+    pub b_region: Option<String>,
+    /// Current conditions.
+    pub conditions: LinkConditions,
+    /// Counters.
+    pub stats: LinkStats,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections_total: AtomicU64,
+    connections_active: AtomicU64,
+    resets: AtomicU64,
+    bytes_a_to_b: AtomicU64,
+    bytes_b_to_a: AtomicU64,
+    bytes_dropped: AtomicU64,
+}
+
+struct LinkShared {
+    name: String,
+    listen: SocketAddr,
+    upstream: String,
+    a_region: Option<String>,
+    b_region: Option<String>,
+    conditions: watch::Sender<LinkConditions>,
+    shutdown: watch::Sender<bool>,
+    counters: Counters,
+}
+
+/// A cheap, clonable handle to control a running link.
+#[derive(Clone)]
+pub struct LinkHandle {
+    shared: Arc<LinkShared>,
+}
+
+impl LinkHandle {
+    /// Link name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// Current conditions.
+    pub fn conditions(&self) -> LinkConditions {
+        *self.shared.conditions.borrow()
+    }
+
+    /// Replaces the conditions; takes effect for chunks read from now on, and
+    /// at once for cuts.
+    pub fn set_conditions(&self, c: LinkConditions) {
+        tracing::info!(link = %self.shared.name, conditions = ?c, "WAN link conditions changed");
+        self.shared.conditions.send_replace(c);
+    }
+
+    /// Validates and applies a partial update.
+    pub fn update(&self, u: &LinkUpdate) -> Result<LinkInfo, WanError> {
+        u.validate()?;
+        let mut c = self.conditions();
+        u.apply(&mut c);
+        self.set_conditions(c);
+        Ok(self.info())
+    }
+
+    /// Cuts the link.
+    pub fn cut(&self, cut: Cut, mode: CutMode) {
+        let mut c = self.conditions();
+        c.cut = cut;
+        c.mode = mode;
+        self.set_conditions(c);
+    }
+
+    /// Removes any cut (shapes are kept).
+    pub fn heal(&self) {
+        self.cut(Cut::None, self.conditions().mode);
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LinkStats {
+        let c = &self.shared.counters;
+        LinkStats {
+            connections_total: c.connections_total.load(Ordering::Relaxed),
+            connections_active: c.connections_active.load(Ordering::Relaxed),
+            resets: c.resets.load(Ordering::Relaxed),
+            bytes_a_to_b: c.bytes_a_to_b.load(Ordering::Relaxed),
+            bytes_b_to_a: c.bytes_b_to_a.load(Ordering::Relaxed),
+            bytes_dropped: c.bytes_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Snapshot for the control API.
+    pub fn info(&self) -> LinkInfo {
+        LinkInfo {
+            name: self.shared.name.clone(),
+            listen: self.shared.listen,
+            upstream: self.shared.upstream.clone(),
+            a_region: self.shared.a_region.clone(),
+            b_region: self.shared.b_region.clone(),
+            conditions: self.conditions(),
+            stats: self.stats(),
+        }
+    }
+
+    /// Orientation relative to a region pair: `Some(false)` if `a→b` is
+    /// `from→to`, `Some(true)` if reversed, `None` if not between them.
+    fn orientation(&self, from: &str, to: &str) -> Option<bool> {
+        let (a, b) = (self.shared.a_region.as_deref()?, self.shared.b_region.as_deref()?);
+        if (a, b) == (from, to) {
+            Some(false)
+        } else if (a, b) == (to, from) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// A running proxy. Dropping it stops accepting and closes its connections.
+pub struct WanLink {
+    handle: LinkHandle,
+    accept_task: JoinHandle<()>,
+}
+
+impl std::ops::Deref for WanLink {
+    type Target = LinkHandle;
+    fn deref(&self) -> &LinkHandle {
+        &self.handle
+    }
+}
+
+impl Drop for WanLink {
+    fn drop(&mut self) {
+        self.handle.shared.shutdown.send_replace(true);
+        self.accept_task.abort();
+    }
+}
+
+impl WanLink {
+    /// Binds the listener and starts proxying.
+    pub async fn start(config: LinkConfig) -> Result<WanLink, WanError> {
+        // Same range checks as runtime updates.
+        LinkUpdate {
+            reset_probability: Some(config.conditions.reset_probability),
+            a_to_b: Some(ShapeUpdate { loss: Some(config.conditions.a_to_b.loss), ..ShapeUpdate::default() }),
+            b_to_a: Some(ShapeUpdate { loss: Some(config.conditions.b_to_a.loss), ..ShapeUpdate::default() }),
+            ..LinkUpdate::default()
+        }
+        .validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(io_err(format!("link {}: bind {}", config.name, config.listen)))?;
+        let listen = listener.local_addr().map_err(io_err(format!("link {}: local address", config.name)))?;
+        let shared = Arc::new(LinkShared {
+            name: config.name,
+            listen,
+            upstream: config.upstream,
+            a_region: config.a_region,
+            b_region: config.b_region,
+            conditions: watch::Sender::new(config.conditions),
+            shutdown: watch::Sender::new(false),
+            counters: Counters::default(),
+        });
+        tracing::info!(link = %shared.name, %listen, upstream = %shared.upstream, "WAN link started");
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
+        Ok(WanLink { handle: LinkHandle { shared }, accept_task })
+    }
+
+    /// A clonable control handle.
+    pub fn handle(&self) -> LinkHandle {
+        self.handle.clone()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<LinkShared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((sock, peer)) => {
+                tracing::debug!(link = %shared.name, %peer, "WAN link accepted");
+                tokio::spawn(handle_connection(sock, shared.clone()));
+            }
+            Err(e) => {
+                // E.g. EMFILE: back off instead of spinning.
+                tracing::warn!(link = %shared.name, error = %e, "WAN link accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Decrements the active-connection counter however the task ends.
+struct ActiveGuard(Arc<LinkShared>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.counters.connections_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn reset_stream(shared: &LinkShared, s: &TcpStream) {
+    // SO_LINGER 0 makes close() send RST instead of FIN.
+    let _ = s.set_zero_linger();
+    shared.counters.resets.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How a proxied connection ended abnormally.
+enum End {
+    Reset,
+    Shutdown,
+}
+
+async fn handle_connection(client: TcpStream, shared: Arc<LinkShared>) {
+    shared.counters.connections_total.fetch_add(1, Ordering::Relaxed);
+    shared.counters.connections_active.fetch_add(1, Ordering::Relaxed);
+    let _guard = ActiveGuard(shared.clone());
+    let _ = client.set_nodelay(true);
+    let mut cond_rx = shared.conditions.subscribe();
+    let mut shutdown_rx = shared.shutdown.subscribe();
+
+    let p = cond_rx.borrow().reset_probability;
+    if p > 0.0 && rand::rng().random::<f64>() < p {
+        reset_stream(&shared, &client);
+        return;
+    }
+    // A two-way cut stops the handshake: reset, or stall until heal.
+    loop {
+        let c = *cond_rx.borrow_and_update();
+        match (c.cut, c.mode) {
+            (Cut::Both, CutMode::Reset) => {
+                reset_stream(&shared, &client);
+                return;
+            }
+            (Cut::Both, _) => {
+                tokio::select! {
+                    r = cond_rx.changed() => if r.is_err() { return },
+                    _ = shutdown_rx.wait_for(|s| *s) => return,
+                }
+            }
+            _ => break,
+        }
+    }
+    let upstream = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(shared.upstream.as_str())) => r,
+        _ = shutdown_rx.wait_for(|s| *s) => return,
+    };
+    let upstream = match upstream {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(link = %shared.name, error = %e, "WAN link upstream connect failed");
+            reset_stream(&shared, &client);
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(link = %shared.name, "WAN link upstream connect timed out");
+            reset_stream(&shared, &client);
+            return;
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    proxy(client, upstream, &shared, shutdown_rx).await;
+}
+
+async fn proxy(
+    client: TcpStream,
+    upstream: TcpStream,
+    shared: &Arc<LinkShared>,
+    mut shutdown_rx: watch::Receiver<bool>,
+) {
+    let (client_r, mut client_w) = client.into_split();
+    let (upstream_r, mut upstream_w) = upstream.into_split();
+    let end = {
+        let ab = direction(client_r, &mut upstream_w, Direction::AToB, shared);
+        let ba = direction(upstream_r, &mut client_w, Direction::BToA, shared);
+        let both = async move { tokio::try_join!(ab, ba) };
+        let mut cond_rx = shared.conditions.subscribe();
+        let reset_all = async move {
+            loop {
+                let c = *cond_rx.borrow_and_update();
+                if c.cut == Cut::Both && c.mode == CutMode::Reset {
+                    return;
+                }
+                if cond_rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            r = both => r.err(),
+            _ = reset_all => Some(End::Reset),
+            _ = shutdown_rx.wait_for(|s| *s) => Some(End::Shutdown),
+        }
+    };
+    if let Some(End::Reset) = end {
+        let _ = client_w.as_ref().set_zero_linger();
+        let _ = upstream_w.as_ref().set_zero_linger();
+        shared.counters.resets.fetch_add(1, Ordering::Relaxed);
+        // `forget` skips the FIN a dropped write half would send, so the
+        // peers see the RST.
+        client_w.forget();
+        upstream_w.forget();
+        tracing::debug!(link = %shared.name, "WAN link connection reset");
+    }
+}
+
+enum Chunk {
+    Data(Instant, Vec<u8>),
+    Eof(Instant),
+}
+
+/// Computes release times: serialization (bandwidth), propagation (latency ±
+/// jitter) and loss stalls, never earlier than the previous chunk's release.
+struct Scheduler {
+    wire_free: Instant,
+    last_release: Instant,
+    rng: StdRng,
+}
+
+impl Scheduler {
+    fn new(now: Instant, rng: StdRng) -> Self {
+        Self { wire_free: now, last_release: now, rng }
+    }
+
+    fn schedule(&mut self, now: Instant, len: usize, shape: &Shape) -> Instant {
+        let mut sent = now;
+        if shape.bandwidth_kbps > 0 {
+            let start = now.max(self.wire_free);
+            // bits / (kbit/s) = ms; scaled to ns: len * 8 * 1e6 / kbps.
+            let ns = (len as u128 * 8 * 1_000_000) / u128::from(shape.bandwidth_kbps);
+            let tx = Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX));
+            self.wire_free = start + tx;
+            sent = self.wire_free;
+        }
+        let latency = Duration::from_millis(shape.latency_ms);
+        let mut delay = latency;
+        if shape.jitter_ms > 0 {
+            let j = i64::try_from(shape.jitter_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let offset_us = self.rng.random_range(-j..=j);
+            let base_us = i64::try_from(shape.latency_ms.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let us = base_us.saturating_add(offset_us).max(0);
+            delay = Duration::from_micros(u64::try_from(us).unwrap_or(0));
+        }
+        // NaN or <= 0 never triggers; >= 1 always does.
+        if shape.loss > 0.0 && self.rng.random::<f64>() < shape.loss {
+            delay += MIN_RTO.max(latency * 3);
+        }
+        let release = (sent + delay).max(self.last_release);
+        self.last_release = release;
+        release
+    }
+}
+
+fn chunk_size(shape: &Shape) -> usize {
+    if shape.bandwidth_kbps == 0 {
+        return MAX_CHUNK;
+    }
+    // About 20 ms worth of bytes, so shaping is smooth.
+    let per_20ms = shape.bandwidth_kbps.saturating_mul(1000) / 8 / 50;
+    usize::try_from(per_20ms).unwrap_or(MAX_CHUNK).clamp(MIN_CHUNK, MAX_CHUNK)
+}
+
+/// One direction: a reader stamping chunks into the delay queue and a writer
+/// releasing them when due, subject to cuts.
+async fn direction(
+    mut src: OwnedReadHalf,
+    dst: &mut OwnedWriteHalf,
+    dir: Direction,
+    shared: &Arc<LinkShared>,
+) -> Result<(), End> {
+    let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
+    let reader = async move {
+        let mut sched = Scheduler::new(Instant::now(), StdRng::from_rng(&mut rand::rng()));
+        loop {
+            let shape = *shared.conditions.borrow().shape(dir);
+            let mut buf = vec![0u8; chunk_size(&shape)];
+            let chunk = match src.read(&mut buf).await {
+                Ok(0) => {
+                    let shape = *shared.conditions.borrow().shape(dir);
+                    Chunk::Eof(sched.schedule(Instant::now(), 0, &shape))
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    let shape = *shared.conditions.borrow().shape(dir);
+                    Chunk::Data(sched.schedule(Instant::now(), n, &shape), buf)
+                }
+                // The sender reset or failed: pass the reset on.
+                Err(_) => return Err(End::Reset),
+            };
+            let eof = matches!(chunk, Chunk::Eof(_));
+            if tx.send(chunk).await.is_err() || eof {
+                // Writer gone (it reports why) or stream finished.
+                return Ok(());
+            }
+        }
+    };
+    let writer = async move {
+        let mut cond_rx = shared.conditions.subscribe();
+        let mut poisoned = false;
+        let delivered = match dir {
+            Direction::AToB => &shared.counters.bytes_a_to_b,
+            Direction::BToA => &shared.counters.bytes_b_to_a,
+        };
+        while let Some(chunk) = rx.recv().await {
+            let at = match &chunk {
+                Chunk::Data(at, _) | Chunk::Eof(at) => *at,
+            };
+            tokio::time::sleep_until(at).await;
+            // The cut gate, checked at release time: what is still "on the
+            // wire" when the cut starts is affected too.
+            loop {
+                let c = *cond_rx.borrow_and_update();
+                if !c.cut.cuts(dir) {
+                    break;
+                }
+                match c.mode {
+                    CutMode::Reset => return Err(End::Reset),
+                    CutMode::Drop => {
+                        poisoned = true;
+                        break;
+                    }
+                    CutMode::Blackhole => {
+                        if cond_rx.changed().await.is_err() {
+                            return Err(End::Shutdown);
+                        }
+                    }
+                }
+            }
+            match chunk {
+                Chunk::Data(_, bytes) if poisoned => {
+                    shared.counters.bytes_dropped.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                Chunk::Data(_, bytes) => {
+                    // Counted on release, before the write, so a peer that
+                    // has seen the bytes always sees them counted.
+                    delivered.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if dst.write_all(&bytes).await.is_err() {
+                        return Err(End::Reset);
+                    }
+                }
+                Chunk::Eof(_) => {
+                    let _ = dst.shutdown().await;
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    };
+    tokio::try_join!(reader, writer).map(|_| ())
+}
+
+/// Many links, controlled together (an inter-region path is many links).
+#[derive(Clone, Default)]
+pub struct WanController {
+    links: Arc<Mutex<BTreeMap<String, WanLink>>>,
+}
+
+impl WanController {
+    /// An empty controller.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, WanLink>> {
+        // A poisoned lock only means a panic elsewhere; the map is still valid.
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a link and registers it.
+    pub async fn add_link(&self, config: LinkConfig) -> Result<LinkHandle, WanError> {
+        if self.lock().contains_key(&config.name) {
+            return Err(WanError::DuplicateLink(config.name));
+        }
+        let name = config.name.clone();
+        let link = WanLink::start(config).await?;
+        let handle = link.handle();
+        let mut links = self.lock();
+        if links.contains_key(&name) {
+            return Err(WanError::DuplicateLink(name));
+        }
+        links.insert(name, link);
+        Ok(handle)
+    }
+
+    /// Stops and removes a link; false if unknown.
+    pub fn remove_link(&self, name: &str) -> bool {
+        self.lock().remove(name).is_some()
+    }
+
+    /// A link's handle.
+    pub fn link(&self, name: &str) -> Option<LinkHandle> {
+        self.lock().get(name).map(WanLink::handle)
+    }
+
+    /// Every link, sorted by name.
+    pub fn links(&self) -> Vec<LinkInfo> {
+        self.lock().values().map(|l| l.info()).collect()
+    }
+
+    /// Updates one link.
+    pub fn update_link(&self, name: &str, update: &LinkUpdate) -> Result<LinkInfo, WanError> {
+        let handle = self.link(name).ok_or_else(|| WanError::UnknownLink(name.to_owned()))?;
+        handle.update(update)
+    }
+
+    /// Updates every link between regions `from` and `to`; `a_to_b` in the
+    /// update means traffic from `from` to `to`, whatever each link's
+    /// orientation.
+    pub fn update_regions(&self, from: &str, to: &str, update: &LinkUpdate) -> Result<Vec<LinkInfo>, WanError> {
+        update.validate()?;
+        let reversed = update.reversed();
+        let links = self.lock();
+        let mut out = Vec::new();
+        for link in links.values() {
+            let u = match link.orientation(from, to) {
+                Some(false) => update,
+                Some(true) => &reversed,
+                None => continue,
+            };
+            out.push(link.update(u)?);
+        }
+        if out.is_empty() {
+            return Err(WanError::NoLinksBetween(from.to_owned(), to.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Updates every link.
+    pub fn update_all(&self, update: &LinkUpdate) -> Result<Vec<LinkInfo>, WanError> {
+        update.validate()?;
+        self.lock().values().map(|l| l.update(update)).collect()
+    }
+
+    /// Partitions region `from` from region `to`: `one_way` cuts only traffic
+    /// from `from` to `to`.
+    pub fn partition(&self, from: &str, to: &str, one_way: bool, mode: CutMode) -> Result<usize, WanError> {
+        let cut = if one_way { Cut::AToB } else { Cut::Both };
+        self.update_regions(from, to, &LinkUpdate::cut(cut, mode)).map(|v| v.len())
+    }
+
+    /// Removes every cut on every link.
+    pub fn heal_all(&self) {
+        for link in self.lock().values() {
+            link.heal();
+        }
+    }
+
+    /// Serves the HTTP control API on `addr` (port 0 = any).
+    pub async fn serve_control(&self, addr: SocketAddr) -> Result<ControlServer, WanError> {
+        let listener = TcpListener::bind(addr).await.map_err(io_err(format!("WAN control: bind {addr}")))?;
+        let local = listener.local_addr().map_err(io_err("WAN control: local address"))?;
+        let app = Router::new()
+            .route("/links", get(api_list))
+            .route("/links/{name}", get(api_get).post(api_update))
+            .route("/regions/{from}/{to}", post(api_regions))
+            .route("/all", post(api_all))
+            .route("/heal", post(api_heal))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_CONTROL_BODY))
+            .with_state(self.clone());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "WAN control server stopped");
+            }
+        });
+        tracing::info!(addr = %local, "WAN control API listening");
+        Ok(ControlServer { addr: local, stop: Some(stop_tx), task })
+    }
+}
+
+/// The running control API; dropping it stops the server.
+pub struct ControlServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:7400`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops gracefully and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+struct ApiError(WanError);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            WanError::UnknownLink(_) | WanError::NoLinksBetween(..) => StatusCode::NOT_FOUND,
+            WanError::InvalidUpdate(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = serde_json::json!({ "error": self.0.to_string() });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<WanError> for ApiError {
+    fn from(e: WanError) -> Self {
+        Self(e)
+    }
+}
+
+/// Parses the body without requiring a content type (friendly to `curl -d`).
+fn parse_update(body: &[u8]) -> Result<LinkUpdate, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(LinkUpdate::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError(WanError::InvalidUpdate(format!("bad JSON body: {e}"))))
+}
+
+async fn api_list(State(c): State<WanController>) -> Json<Vec<LinkInfo>> {
+    Json(c.links())
+}
+
+async fn api_get(State(c): State<WanController>, Path(name): Path<String>) -> Result<Json<LinkInfo>, ApiError> {
+    c.link(&name).map(|l| Json(l.info())).ok_or(ApiError(WanError::UnknownLink(name)))
+}
+
+async fn api_update(
+    State(c): State<WanController>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<LinkInfo>, ApiError> {
+    let u = parse_update(&body)?;
+    Ok(Json(c.update_link(&name, &u)?))
+}
+
+async fn api_regions(
+    State(c): State<WanController>,
+    Path((from, to)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Vec<LinkInfo>>, ApiError> {
+    let u = parse_update(&body)?;
+    Ok(Json(c.update_regions(&from, &to, &u)?))
+}
+
+async fn api_all(State(c): State<WanController>, body: Bytes) -> Result<Json<Vec<LinkInfo>>, ApiError> {
+    let u = parse_update(&body)?;
+    Ok(Json(c.update_all(&u)?))
+}
+
+async fn api_heal(State(c): State<WanController>) -> Json<Vec<LinkInfo>> {
+    c.heal_all();
+    Json(c.links())
+}
+
+/// Client of the control API, for drills running in another process.
+#[derive(Clone)]
+pub struct WanControlClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl WanControlClient {
+    /// `base` like `http://127.0.0.1:7400`.
+    pub fn new(base: &str) -> Result<Self, WanError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| WanError::Control(e.to_string()))?;
+        Ok(Self { base: base.trim_end_matches('/').to_owned(), http })
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, WanError> {
+        let resp = req.send().await.map_err(|e| WanError::Control(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| WanError::Control(e.to_string()))?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(WanError::Control(format!("{status}: {msg}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| WanError::Control(format!("bad response: {e}")))
+    }
+
+    /// `GET /links`.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>, WanError> {
+        self.send(self.http.get(format!("{}/links", self.base))).await
+    }
+
+    /// `POST /links/{name}`.
+    pub async fn update_link(&self, name: &str, u: &LinkUpdate) -> Result<LinkInfo, WanError> {
+        self.send(self.http.post(format!("{}/links/{name}", self.base)).json(u)).await
+    }
+
+    /// `POST /regions/{from}/{to}`.
+    pub async fn update_regions(&self, from: &str, to: &str, u: &LinkUpdate) -> Result<Vec<LinkInfo>, WanError> {
+        self.send(self.http.post(format!("{}/regions/{from}/{to}", self.base)).json(u)).await
+    }
+
+    /// `POST /all`.
+    pub async fn update_all(&self, u: &LinkUpdate) -> Result<Vec<LinkInfo>, WanError> {
+        self.send(self.http.post(format!("{}/all", self.base)).json(u)).await
+    }
+
+    /// `POST /heal`.
+    pub async fn heal_all(&self) -> Result<Vec<LinkInfo>, WanError> {
+        self.send(self.http.post(format!("{}/heal", self.base))).await
+    }
+}
+
+/// Configuration of a standalone proxy (TOML: `control = "..."` and
+/// `[[links]]` tables with the fields of [`LinkConfig`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WanConfig {
+    /// Control API address; `None` = no control API.
+    #[serde(default)]
+    pub control: Option<SocketAddr>,
+    /// The links.
+    #[serde(default)]
+    pub links: Vec<LinkConfig>,
+}
+
+/// Arguments of `attest-chaos wan` (derive-ready for the CLI).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WanProxyArgs {
+    /// A link: `NAME=LISTEN,UPSTREAM[,A_REGION,B_REGION]`, e.g.
+    /// `e1-c1=127.0.0.1:17001,127.0.0.1:7001,eastus2,centralus`. Repeatable.
+    #[arg(long = "link", value_name = "SPEC", value_parser = parse_link_spec)]
+    pub links: Vec<LinkConfig>,
+    /// TOML file with more links (`[[links]]` tables) and `control`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP control API.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub control: SocketAddr,
+    /// Initial one-way latency of every `--link`, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Initial jitter of every `--link`, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Initial bandwidth of every `--link`, in kbit/s (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub bandwidth_kbps: u64,
+    /// Initial loss probability of every `--link` (0..=1).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+}
+
+/// Parses `NAME=LISTEN,UPSTREAM[,A_REGION,B_REGION]`.
+pub fn parse_link_spec(spec: &str) -> Result<LinkConfig, String> {
+    let (name, rest) =
+        spec.split_once('=').ok_or_else(|| format!("link spec {spec:?}: expected NAME=LISTEN,UPSTREAM[,A,B]"))?;
+    let parts: Vec<&str> = rest.split(',').map(str::trim).collect();
+    let (listen, upstream, regions) = match parts.as_slice() {
+        [l, u] => (*l, *u, None),
+        [l, u, a, b] => (*l, *u, Some((*a, *b))),
+        _ => return Err(format!("link spec {spec:?}: expected LISTEN,UPSTREAM or LISTEN,UPSTREAM,A_REGION,B_REGION")),
+    };
+    let name = name.trim();
+    if name.is_empty() || upstream.is_empty() {
+        return Err(format!("link spec {spec:?}: empty name or upstream"));
+    }
+    let listen: SocketAddr =
+        listen.parse().map_err(|e| format!("link spec {spec:?}: listen address {listen:?}: {e}"))?;
+    let mut cfg = LinkConfig::new(name, listen, upstream);
+    if let Some((a, b)) = regions {
+        cfg = cfg.between(a, b);
+    }
+    Ok(cfg)
+}
+
+impl WanProxyArgs {
+    /// Merges the command line and the optional file into one configuration.
+    pub fn to_config(&self) -> Result<WanConfig, WanError> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(io_err(format!("read {}", path.display())))?;
+                toml::from_str::<WanConfig>(&text).map_err(|e| WanError::Config(format!("{}: {e}", path.display())))?
+            }
+            None => WanConfig::default(),
+        };
+        let shape = Shape {
+            latency_ms: self.latency_ms,
+            jitter_ms: self.jitter_ms,
+            bandwidth_kbps: self.bandwidth_kbps,
+            loss: self.loss,
+        };
+        for link in &self.links {
+            config.links.push(link.clone().with_conditions(LinkConditions::symmetric(shape)));
+        }
+        config.control = Some(self.control);
+        if config.links.is_empty() {
+            return Err(WanError::Config("no links given (--link or --config)".into()));
+        }
+        Ok(config)
+    }
+}
+
+/// Starts every link of `config` and its control API.
+pub async fn start_wan_proxy(config: WanConfig) -> Result<(WanController, Option<ControlServer>), WanError> {
+    let controller = WanController::new();
+    for link in config.links {
+        controller.add_link(link).await?;
+    }
+    let control = match config.control {
+        Some(addr) => Some(controller.serve_control(addr).await?),
+        None => None,
+    };
+    Ok((controller, control))
+}
+
+/// The `attest-chaos wan` command: runs the proxies until Ctrl-C.
+pub async fn run_wan_proxy(args: WanProxyArgs) -> Result<(), WanError> {
+    let config = args.to_config()?;
+    let (controller, control) = start_wan_proxy(config).await?;
+    for l in controller.links() {
+        tracing::info!(link = %l.name, listen = %l.listen, upstream = %l.upstream, "proxying");
+    }
+    tokio::signal::ctrl_c().await.map_err(io_err("waiting for Ctrl-C"))?;
+    if let Some(control) = control {
+        control.shutdown().await;
+    }
+    drop(controller);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

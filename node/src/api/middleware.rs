@@ -1,0 +1,54 @@
+//! What wraps every request: an `x-ms-request-id` on every response
+//! (propagated from the client's `x-ms-client-request-id` when given),
+//! load shedding beyond `limits.max_concurrent_requests` (503 +
+//! `Retry-After` instead of an unbounded queue), and request metrics.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+
+pub const REQUEST_ID: &str = "x-ms-request-id";
+pub const CLIENT_REQUEST_ID: &str = "x-ms-client-request-id";
+
+pub async fn wrap(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_id = req.headers().get(CLIENT_REQUEST_ID).cloned();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let mut resp = match app.limiter.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let r = next.run(req).await;
+            drop(permit);
+            r
+        }
+        Err(_) => {
+            metrics::counter!("attest_http_shed_total").increment(1);
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the node is at its concurrent request limit; retry shortly",
+            )
+            .retry_after(1)
+            .into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    if let Some(c) = client_id {
+        resp.headers_mut().insert(CLIENT_REQUEST_ID, c);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("attest_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("attest_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
+    resp
+}

@@ -1,0 +1,338 @@
+//! `attestd` configuration: a TOML file, overridden by environment
+//! variables.
+//!
+//! Override rule: `ATTESTD_<SECTION>__<KEY>=value` sets `[section] key`
+//! (double underscore between levels, case-insensitive), e.g.
+//! `ATTESTD_NODE__ID=4`, `ATTESTD_RAFT__HEARTBEAT_MS=50`,
+//! `ATTESTD_CLUSTER__JOIN=10.0.0.1:7101,10.0.0.2:7101`. Values are read as
+//! TOML scalars (numbers, booleans) when they parse as such, as
+//! comma-separated lists for list-valued keys, and as strings otherwise.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use attest_raft::{NodeId, NodeInfo, Timing};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub cluster: ClusterSection,
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+    #[serde(default)]
+    pub raft: Timing,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Unique, non-zero, stable for the life of the data directory.
+    pub id: NodeId,
+    /// Region label, e.g. `eastus2`.
+    pub region: String,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub primary_region: String,
+    /// The paired region; `None` for a single-region deployment.
+    #[serde(default)]
+    pub secondary_region: Option<String>,
+    /// Initialize a new cluster with `members` if this node's log is empty.
+    /// Set it on exactly one node of a new cluster.
+    #[serde(default)]
+    pub bootstrap: bool,
+    #[serde(default)]
+    pub members: Vec<MemberConfig>,
+    /// gRPC addresses of existing members to ask for admission (new nodes).
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Join as a voter (default) or stay a learner.
+    #[serde(default = "yes")]
+    pub join_as_voter: bool,
+    /// Advertised peer gRPC address → address to dial instead, e.g. a WAN
+    /// emulator in front of the other region. Empty in production.
+    #[serde(default)]
+    pub dial_overrides: std::collections::HashMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: NodeId,
+    pub region: String,
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// HTTPS API (data plane, control plane, health, metrics).
+    pub api: SocketAddr,
+    /// gRPC between nodes.
+    pub raft: SocketAddr,
+    /// What peers and clients should dial; defaults to the listen address.
+    #[serde(default)]
+    pub advertise_api: Option<String>,
+    #[serde(default)]
+    pub advertise_raft: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// CA that issued every node certificate (peers are verified against it).
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Explicit limits on everything a client controls.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Largest policy document.
+    pub max_policy_bytes: usize,
+    /// Requests served at once; more get 503 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Per-request timeout for control-plane writes.
+    pub write_timeout_ms: u64,
+    /// Timeout for a linearizable read.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_policy_bytes: 256 << 10,
+            max_concurrent_requests: 512,
+            write_timeout_ms: 10_000,
+            read_timeout_ms: 3_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `json` for structured logs; anything else is human-readable.
+    pub format: String,
+    /// tracing filter, e.g. `info,openraft=warn`.
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("parsing {path}: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml_with_env(&text, std::env::vars(), &path.display().to_string())
+    }
+
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl Iterator<Item = (String, String)>,
+        origin: &str,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.into(), source })?;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("ATTESTD_") else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
+                continue;
+            }
+            apply_override(&mut value, &path, &v);
+        }
+        let cfg: Config = Config::deserialize(toml::Value::Table(value))
+            .map_err(|source| ConfigError::Parse { path: format!("{origin} (with ATTESTD_* overrides)"), source })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.node.id == 0 {
+            return bad("node.id must be non-zero".into());
+        }
+        if self.node.region.is_empty() {
+            return bad("node.region must be set".into());
+        }
+        let regions: Vec<&String> =
+            std::iter::once(&self.cluster.primary_region).chain(self.cluster.secondary_region.iter()).collect();
+        if !regions.contains(&&self.node.region) {
+            return bad(format!(
+                "node.region '{}' is neither the primary ({}) nor the secondary region",
+                self.node.region, self.cluster.primary_region
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for m in &self.cluster.members {
+            if !ids.insert(m.id) {
+                return bad(format!("cluster.members lists node {} twice", m.id));
+            }
+            if !regions.contains(&&m.region) {
+                return bad(format!("member {} is in unknown region '{}'", m.id, m.region));
+            }
+        }
+        if self.cluster.bootstrap {
+            let primary = self.cluster.members.iter().filter(|m| m.region == self.cluster.primary_region).count();
+            let total = self.cluster.members.len();
+            if total == 0 || !ids.contains(&self.node.id) {
+                return bad("bootstrap needs cluster.members including this node".into());
+            }
+            if primary * 2 <= total {
+                return bad(format!(
+                    "the primary region must hold a majority of voters ({primary} of {total} members are in {})",
+                    self.cluster.primary_region
+                ));
+            }
+        }
+        let t = &self.raft;
+        if t.heartbeat_ms == 0
+            || t.election_timeout_min_ms <= t.heartbeat_ms
+            || t.election_timeout_max_ms < t.election_timeout_min_ms
+        {
+            return bad(
+                "raft timings need 0 < heartbeat_ms < election_timeout_min_ms <= election_timeout_max_ms".into()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn advertise_api(&self) -> String {
+        self.listen.advertise_api.clone().unwrap_or_else(|| self.listen.api.to_string())
+    }
+
+    pub fn advertise_raft(&self) -> String {
+        self.listen.advertise_raft.clone().unwrap_or_else(|| self.listen.raft.to_string())
+    }
+
+    pub fn members(&self) -> BTreeMap<NodeId, NodeInfo> {
+        self.cluster
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    NodeInfo { region: m.region.clone(), raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() },
+                )
+            })
+            .collect()
+    }
+}
+
+const LIST_KEYS: &[&str] = &["join"];
+
+fn apply_override(table: &mut toml::Table, path: &[String], raw: &str) {
+    let (last, parents) = match path.split_last() {
+        Some(x) => x,
+        None => return,
+    };
+    let mut cur = table;
+    for p in parents {
+        let entry = cur.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => cur = t,
+            _ => return,
+        }
+    }
+    let value = if LIST_KEYS.contains(&last.as_str()) {
+        toml::Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+        )
+    } else if let Ok(i) = raw.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_string())
+    };
+    cur.insert(last.clone(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[node]
+id = 1
+region = "eastus2"
+data_dir = "/tmp/x"
+[cluster]
+primary_region = "eastus2"
+secondary_region = "centralus"
+[listen]
+api = "127.0.0.1:8101"
+raft = "127.0.0.1:7101"
+"#;
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let env = vec![
+            ("ATTESTD_NODE__ID".to_string(), "7".to_string()),
+            ("ATTESTD_RAFT__HEARTBEAT_MS".to_string(), "50".to_string()),
+            ("ATTESTD_CLUSTER__JOIN".to_string(), "a:1, b:2".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::from_toml_with_env(BASE, env.into_iter(), "test").unwrap();
+        assert_eq!(c.node.id, 7);
+        assert_eq!(c.raft.heartbeat_ms, 50);
+        assert_eq!(c.cluster.join, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn rejects_minority_primary_and_unknown_keys() {
+        let text = format!(
+            "{BASE}bootstrap = true\n{}",
+            r#"
+[[cluster.members]]
+id = 1
+region = "eastus2"
+raft_addr = "a"
+api_addr = "a"
+[[cluster.members]]
+id = 2
+region = "centralus"
+raft_addr = "b"
+api_addr = "b"
+"#
+        );
+        // `bootstrap = true` lands after [listen]; put it in [cluster] instead.
+        let text = text
+            .replace("bootstrap = true\n", "")
+            .replace("secondary_region = \"centralus\"\n", "secondary_region = \"centralus\"\nbootstrap = true\n");
+        let err = Config::from_toml_with_env(&text, std::iter::empty(), "t").unwrap_err();
+        assert!(err.to_string().contains("majority"), "{err}");
+        let err = Config::from_toml_with_env(&format!("{BASE}\n[bogus]\nx=1\n"), std::iter::empty(), "t").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,247 @@
+//! `attestd`: the attestd node daemon and its operator commands.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use attest_node::api::{self, AppState};
+use attest_node::config::Config;
+use attest_node::{client, pki, server};
+use attest_raft::{NodeInfo, RaftNode, RaftNodeConfig};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "attestd",
+    version,
+    about = "attestd: a geo-replicated attestation service in the spirit of Azure Attestation",
+    long_about = "attestd verifies TEE evidence, evaluates tenant policies and issues signed \
+attestation tokens. Nodes of two paired regions share one Raft-replicated control plane; \
+each node answers attestation from its own applied copy of it.\n\n\
+Start a node:        attestd run --config node.toml\n\
+Make dev TLS certs:  attestd dev-pki --out certs --node node-1 --node node-2\n\
+Look at a cluster:   attestd admin status --url https://127.0.0.1:8101 --ca certs/ca.pem"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node with the given configuration (see docs/configuration.md).
+    Run {
+        /// TOML config; every key can be overridden by ATTESTD_<SECTION>__<KEY>.
+        #[arg(long, short, env = "ATTESTD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Generate a development CA and node certificates (never for production).
+    DevPki {
+        /// Output directory; an existing ca.pem/ca.key there is reused.
+        #[arg(long)]
+        out: PathBuf,
+        /// Node certificate names (files <name>.pem / <name>.key).
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+        /// Extra DNS names or IP addresses for every node certificate.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// Operator commands against a running node.
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// Base URL of any node, e.g. https://127.0.0.1:8101
+    #[arg(long, env = "ATTESTD_URL")]
+    url: String,
+    /// CA certificate (PEM) that signed the node's TLS certificate.
+    #[arg(long, env = "ATTESTD_CA")]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Raft role, leader, indexes, replication mode and members of the node.
+    Status(Target),
+    /// The node's applied control-plane state and its digest.
+    State {
+        #[command(flatten)]
+        target: Target,
+        /// Wait for the leader's commit index first.
+        #[arg(long)]
+        linearizable: bool,
+    },
+    /// Make the node report unhealthy so gateways move traffic away.
+    Drain(Target),
+    /// Undo `drain`.
+    Undrain(Target),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    match cli.cmd {
+        Cmd::Run { config } => rt.block_on(run(config)),
+        Cmd::DevPki { out, nodes, sans } => {
+            pki::generate(&out, &nodes, &sans)?;
+            println!("wrote CA and {} node certificate(s) to {}", nodes.len(), out.display());
+            Ok(())
+        }
+        Cmd::Admin { cmd } => rt.block_on(admin(cmd)),
+    }
+}
+
+async fn admin(cmd: AdminCmd) -> anyhow::Result<()> {
+    let (target, method, path) = match &cmd {
+        AdminCmd::Status(t) => (t, "GET", "/admin/status".to_string()),
+        AdminCmd::State { target, linearizable } => (
+            target,
+            "GET",
+            if *linearizable { "/admin/state?consistency=linearizable".into() } else { "/admin/state".into() },
+        ),
+        AdminCmd::Drain(t) => (t, "POST", "/admin/drain".to_string()),
+        AdminCmd::Undrain(t) => (t, "POST", "/admin/undrain".to_string()),
+    };
+    let http = client::http_client(target.ca.as_deref())?;
+    let url = format!("{}{}", target.url.trim_end_matches('/'), path);
+    let req = if method == "GET" { http.get(&url) } else { http.post(&url) };
+    let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("decoding response")?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if !status.is_success() {
+        anyhow::bail!("{method} {url} answered {status}");
+    }
+    Ok(())
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = cfg
+        .log
+        .filter
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info,openraft=warn,h2=warn,tower=warn,hyper=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter));
+    if cfg.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cfg = Config::load(&config_path)?;
+    init_logging(&cfg);
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+        .ok();
+    std::fs::create_dir_all(&cfg.node.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.node.data_dir.display()))?;
+
+    let tls_files = cfg.tls.as_ref().map(|t| attest_raft::tls::TlsFiles {
+        ca: t.ca.clone(),
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+    });
+    let raft_cfg = RaftNodeConfig {
+        id: cfg.node.id,
+        region: cfg.node.region.clone(),
+        listen: cfg.listen.raft,
+        advertise_raft: cfg.advertise_raft(),
+        advertise_api: cfg.advertise_api(),
+        data_dir: cfg.node.data_dir.clone(),
+        timing: cfg.raft.clone(),
+        tls: tls_files,
+        primary_region: cfg.cluster.primary_region.clone(),
+        secondary_region: cfg.cluster.secondary_region.clone(),
+        dial_overrides: cfg.cluster.dial_overrides.clone(),
+    };
+    let node = RaftNode::start(raft_cfg).await.context("starting the Raft member")?;
+    tracing::info!(
+        node = cfg.node.id,
+        region = %cfg.node.region,
+        raft = %node.bound,
+        applied = node.control.state.applied_index(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "raft member started"
+    );
+    if cfg.cluster.bootstrap && node.bootstrap(cfg.members()).await.context("bootstrapping the cluster")? {
+        tracing::info!(members = cfg.cluster.members.len(), "initialized a new cluster");
+    }
+    let is_member = {
+        let m = node.control.raft.metrics().borrow().clone();
+        m.membership_config.membership().get_node(&cfg.node.id).is_some()
+    };
+    if !is_member && !cfg.cluster.join.is_empty() {
+        let control = node.control.clone();
+        let seeds = cfg.cluster.join.clone();
+        let me = NodeInfo {
+            region: cfg.node.region.clone(),
+            raft_addr: cfg.advertise_raft(),
+            api_addr: cfg.advertise_api(),
+        };
+        let voter = cfg.cluster.join_as_voter;
+        let id = cfg.node.id;
+        tokio::spawn(async move {
+            match attest_raft::join_cluster(&control, &seeds, me, voter, Duration::from_secs(600)).await {
+                Ok(()) => tracing::info!(node = id, "joined the cluster"),
+                Err(e) => tracing::error!(node = id, error = %e, "could not join the cluster"),
+            }
+        });
+    }
+
+    let api_tls = match &cfg.tls {
+        Some(t) => Some(server::server_tls(&t.cert, &t.key).context("loading API TLS certificate")?),
+        None => {
+            tracing::warn!("no [tls] section: serving plain HTTP (development only)");
+            None
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.listen.api)
+        .await
+        .with_context(|| format!("binding API listener {}", cfg.listen.api))?;
+    let state = AppState {
+        control: node.control.clone(),
+        config: Arc::new(cfg.clone()),
+        prometheus,
+        draining: Arc::new(AtomicBool::new(false)),
+        started,
+        limiter: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_concurrent_requests.max(1))),
+    };
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(server::serve(listener, api_tls, api::router(state), shutdown_rx));
+    tracing::info!(api = %cfg.listen.api, ready_ms = started.elapsed().as_millis() as u64, "serving");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(15), http).await;
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,173 @@
+//! Every change to the control plane is one [`Command`], wrapped in a
+//! [`Request`] that carries the client's request id.
+//!
+//! The request id makes writes idempotent: the state machine remembers the
+//! response of every applied request id (see `state::ControlState::dedup`), so
+//! a client that retries after a timeout or a leader change gets the original
+//! answer instead of a second application.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Trust model of an attestation provider (MAA's `AAD` or `Isolated`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrustModel {
+    #[serde(rename = "AAD")]
+    Aad,
+    Isolated,
+}
+
+/// Cross-region replication mode (after TiKV's DR Auto-Sync).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicationMode {
+    /// Acknowledge only once durable in the secondary region too.
+    #[default]
+    Sync,
+    /// Secondary unreachable: acknowledge on plain quorum.
+    Async,
+    /// Secondary back and catching up; `Sync` resumes once it has.
+    SyncRecover,
+}
+
+impl ReplicationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicationMode::Sync => "sync",
+            ReplicationMode::Async => "async",
+            ReplicationMode::SyncRecover => "sync-recover",
+        }
+    }
+}
+
+/// One client write, as it travels through the Raft log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client-chosen id (a UUID by default). Applied at most once.
+    pub request_id: String,
+    /// Who asked (subject of the caller's token, or the node for internal
+    /// commands). Kept for audit.
+    pub actor: String,
+    /// Wall-clock milliseconds at the proposing node. Informational only:
+    /// the state machine never branches on it.
+    pub proposed_at_ms: u64,
+    pub command: Command,
+}
+
+/// A control-plane change.
+///
+/// Validation of shapes (names, sizes) happens before a command is proposed;
+/// the state machine checks only what depends on the state (existence,
+/// conflicts), deterministically, and answers with a [`Response`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Records which region is primary; written once at bootstrap.
+    SetTopology {
+        primary: String,
+        secondary: Option<String>,
+    },
+    CreateProvider {
+        name: String,
+        trust_model: TrustModel,
+        /// Token signing algorithm for this provider (`RS256`, `ES256`, `PS256`).
+        token_alg: String,
+        /// Initial policy signer certificates (PEM).
+        signer_certs: Vec<String>,
+        /// Shared (regional default) providers cannot have their policies changed.
+        shared: bool,
+    },
+    DeleteProvider {
+        name: String,
+    },
+    /// Stores a policy document (text or JWS), opaque to the control plane.
+    SetPolicy {
+        provider: String,
+        attestation_type: String,
+        document: String,
+        /// Precomputed by the API layer (e.g. MAA's policy hash); stored as is.
+        meta: serde_json::Value,
+    },
+    ResetPolicy {
+        provider: String,
+        attestation_type: String,
+    },
+    AddSigner {
+        provider: String,
+        thumbprint: String,
+        cert_pem: String,
+    },
+    RemoveSigner {
+        provider: String,
+        thumbprint: String,
+    },
+    /// Publishes a node's token-signing certificate (never its private key).
+    RegisterNodeCert {
+        node_id: NodeId,
+        kid: String,
+        cert_pem: String,
+        /// Unix seconds after which the key signs no more tokens (rotation).
+        retired_at: Option<u64>,
+    },
+    RemoveNodeCert {
+        kid: String,
+    },
+    /// Opaque collateral blob (base64), e.g. Intel TCB info or AMD certs.
+    PutCollateral {
+        key: String,
+        blob_b64: String,
+    },
+    DeleteCollateral {
+        key: String,
+    },
+    SetReplicationMode {
+        mode: ReplicationMode,
+        reason: String,
+    },
+    /// Does nothing; used to probe that writes go through.
+    Noop,
+}
+
+impl Command {
+    /// Short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::SetTopology { .. } => "set_topology",
+            Command::CreateProvider { .. } => "create_provider",
+            Command::DeleteProvider { .. } => "delete_provider",
+            Command::SetPolicy { .. } => "set_policy",
+            Command::ResetPolicy { .. } => "reset_policy",
+            Command::AddSigner { .. } => "add_signer",
+            Command::RemoveSigner { .. } => "remove_signer",
+            Command::RegisterNodeCert { .. } => "register_node_cert",
+            Command::RemoveNodeCert { .. } => "remove_node_cert",
+            Command::PutCollateral { .. } => "put_collateral",
+            Command::DeleteCollateral { .. } => "delete_collateral",
+            Command::SetReplicationMode { .. } => "set_replication_mode",
+            Command::Noop => "noop",
+        }
+    }
+}
+
+/// What the state machine answered to one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Response {
+    /// Log index at which the request was applied (the first time).
+    pub index: u64,
+    /// `None` when applied; otherwise an MAA-style error code, e.g.
+    /// `ProviderNotFound`, `Conflict`, `InvalidOperation`.
+    pub error: Option<CommandError>,
+    /// True when this answer was replayed from the dedup table.
+    #[serde(default)]
+    pub duplicate: bool,
+    /// Result detail, e.g. `IsPresent`/`IsAbsent` for signer changes.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandError {
+    pub code: String,
+    pub message: String,
+}

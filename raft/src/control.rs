@@ -1,0 +1,636 @@
+//! The control-plane write and read paths, shared by the HTTP API and the
+//! node-to-node `NodeAdmin` service.
+//!
+//! A write is accepted on any node. The leader proposes it; any other node
+//! forwards it to the leader it knows. Nodes never wait for a leader that
+//! cannot exist: a node that has not heard from a leader for
+//! `readonly_after` (one election timeout by default) answers
+//! [`WriteError::ReadOnly`] at once, and a leader that has not had a quorum
+//! acknowledge it for that long does the same, before proposing anything.
+//!
+//! In `sync` replication mode the leader acknowledges only once some node of
+//! the secondary region has the entry on disk (openraft's per-follower
+//! `matched` index is advanced only by an AppendEntries answer, and
+//! followers answer only after the synced append, see `log_store`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::time::timeout_at;
+
+use crate::command::{Command, CommandError, ReplicationMode, Request};
+use crate::network::Channels;
+use crate::state_machine::StateHandle;
+use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
+
+/// Timings of one deployment. Heartbeat ≈ RTT and election ≥ 10 × RTT
+/// (etcd's rule of thumb) for WAN links.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Multiplies the election timeouts of secondary-region nodes, so that
+    /// a primary node normally wins elections.
+    pub secondary_election_factor: u64,
+    /// A node without leader contact for this long answers writes with
+    /// `ControlPlaneReadOnly`. Default: the maximum election timeout.
+    pub readonly_after_ms: Option<u64>,
+    /// Secondary region unreachable this long ⇒ the leader switches to `async`.
+    pub async_after_ms: u64,
+    /// Upper bound a write may wait overall (including the sync wait).
+    pub write_timeout_ms: u64,
+    /// Entries since the last snapshot that trigger a new one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot (for slow followers).
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Deadline of one snapshot transfer (install) RPC.
+    pub install_snapshot_timeout_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 1500,
+            secondary_election_factor: 3,
+            readonly_after_ms: None,
+            async_after_ms: 5000,
+            write_timeout_ms: 10_000,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            install_snapshot_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Timing {
+    pub fn readonly_after(&self) -> Duration {
+        Duration::from_millis(self.readonly_after_ms.unwrap_or(self.election_timeout_max_ms))
+    }
+}
+
+/// How an acknowledged write was acknowledged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Log index at which the command was applied.
+    pub index: u64,
+    /// The replication mode the acknowledgement was given under.
+    pub mode: ReplicationMode,
+    /// True when a secondary-region node had the entry on disk at ack time.
+    pub secondary_durable: bool,
+    pub leader: NodeId,
+    /// The state machine's verdict (a rejected command is still "written":
+    /// it consumed a log index and will be answered the same way on retry).
+    pub error: Option<CommandError>,
+    pub detail: Option<String>,
+    pub duplicate: bool,
+}
+
+/// Whether a failed write may still take effect.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Nothing was proposed: the write certainly did not happen.
+    NotApplied,
+    /// It may have been proposed; retry with the same request id to learn.
+    Unknown,
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WriteError {
+    #[error("the control plane is read-only: {reason}")]
+    ReadOnly { reason: String, outcome: Outcome },
+    #[error("committed at index {index} but not yet durable in the secondary region; retry with the same request id")]
+    ReplicationPending { index: u64 },
+    #[error("not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WriteError {
+    /// MAA-style error code for the API layer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WriteError::ReadOnly { .. } => "ControlPlaneReadOnly",
+            WriteError::ReplicationPending { .. } => "ReplicationPending",
+            WriteError::NotLeader { .. } => "NotLeader",
+            WriteError::Internal(_) => "InternalError",
+        }
+    }
+
+    pub fn from_code(code: &str, message: String, leader: Option<NodeId>) -> Self {
+        match code {
+            "ControlPlaneReadOnly" => WriteError::ReadOnly { reason: message, outcome: Outcome::NotApplied },
+            "ControlPlaneReadOnlyUnknown" => WriteError::ReadOnly { reason: message, outcome: Outcome::Unknown },
+            "NotLeader" => WriteError::NotLeader { leader },
+            "ReplicationPending" => WriteError::ReplicationPending { index: message.parse().unwrap_or_default() },
+            _ => WriteError::Internal(message),
+        }
+    }
+
+    /// Encodes for the wire (`ForwardReply.error_code` / message).
+    pub fn to_wire(&self) -> (String, String) {
+        match self {
+            WriteError::ReadOnly { reason, outcome: Outcome::Unknown } => {
+                ("ControlPlaneReadOnlyUnknown".into(), reason.clone())
+            }
+            WriteError::ReplicationPending { index } => ("ReplicationPending".into(), index.to_string()),
+            other => (other.code().into(), other.to_string()),
+        }
+    }
+}
+
+/// What `/health` and `/metrics` report about the control plane.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ControlStatus {
+    pub node_id: NodeId,
+    pub region: String,
+    pub raft_role: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub leader_region: Option<String>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    /// "writable" or "read-only".
+    pub control_plane: String,
+    pub replication_mode: ReplicationMode,
+    pub replication_reason: String,
+    pub primary_region: Option<String>,
+    pub secondary_region: Option<String>,
+    /// Milliseconds since this node last heard from a leader (0 on the leader).
+    pub leader_contact_ms: Option<u64>,
+    /// Per-peer replication lag in entries (leader only).
+    pub peer_lag: std::collections::BTreeMap<NodeId, u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub region: String,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub voter: bool,
+}
+
+/// Millisecond clock local to this process, for "time since" bookkeeping.
+#[derive(Clone)]
+pub struct LeaderContact {
+    start: Instant,
+    /// ms since `start` of the last AppendEntries accepted from a leader
+    /// (0 = never).
+    last: Arc<AtomicU64>,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        Self { start: Instant::now(), last: Arc::default() }
+    }
+}
+
+impl LeaderContact {
+    pub fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Time since the last contact, or since process start if never.
+    pub fn age(&self) -> Duration {
+        let now = self.start.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+
+    pub fn ever(&self) -> bool {
+        self.last.load(Ordering::Relaxed) != 0
+    }
+}
+
+pub struct ControlPlane {
+    pub id: NodeId,
+    pub region: String,
+    pub raft: Raft,
+    pub state: StateHandle,
+    pub channels: Channels,
+    pub timing: Timing,
+    pub leader_contact: LeaderContact,
+    /// Read-only view of the local log (operators, recovery reports).
+    pub log: crate::log_store::LogStore,
+}
+
+/// One local log entry as operators see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEntrySummary {
+    pub index: u64,
+    pub term: u64,
+    /// "blank", "membership" or the command kind.
+    pub kind: String,
+    pub request_id: Option<String>,
+    pub actor: Option<String>,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl ControlPlane {
+    fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Builds a request envelope with a fresh id.
+    pub fn request(&self, actor: &str, command: Command) -> Request {
+        Request { request_id: uuid::Uuid::new_v4().to_string(), actor: actor.into(), proposed_at_ms: now_ms(), command }
+    }
+
+    /// Writes through whichever node leads; see the module docs.
+    pub async fn write(&self, req: Request, within: Duration) -> Result<WriteOutcome, WriteError> {
+        let started = Instant::now();
+        let kind = req.command.kind();
+        let deadline = tokio::time::Instant::now() + within.min(Duration::from_millis(self.timing.write_timeout_ms));
+        let result = self.write_inner(req, deadline).await;
+        let status = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        metrics::counter!("attest_control_writes_total", "kind" => kind, "result" => status).increment(1);
+        metrics::histogram!("attest_control_write_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn write_inner(&self, req: Request, deadline: tokio::time::Instant) -> Result<WriteOutcome, WriteError> {
+        let readonly_after = self.timing.readonly_after();
+        // Set once a forward may have reached a leader: from then on a
+        // failure cannot claim the write did not happen.
+        let mut maybe_delivered = false;
+        let fail = |reason: String, delivered: bool| WriteError::ReadOnly {
+            reason,
+            outcome: if delivered { Outcome::Unknown } else { Outcome::NotApplied },
+        };
+        loop {
+            let m = self.metrics();
+            if m.state == ServerState::Leader {
+                return match self.leader_write(req.clone(), deadline).await {
+                    Err(WriteError::NotLeader { .. }) => {
+                        self.wait_metrics_change(Duration::from_millis(20), deadline).await;
+                        continue;
+                    }
+                    other => other,
+                };
+            }
+            let leader = m.current_leader.filter(|l| *l != self.id);
+            let fresh = self.leader_contact.ever() && self.leader_contact.age() < readonly_after;
+            if let (Some(leader), true) = (leader, fresh) {
+                let Some(addr) = member_addr(&m, leader) else {
+                    return Err(WriteError::Internal(format!("leader {leader} is not in the membership")));
+                };
+                match self.forward(&addr, &req, deadline).await {
+                    Ok(out) => return Ok(out),
+                    Err(ForwardFailure::Remote(WriteError::NotLeader { .. })) => {}
+                    Err(ForwardFailure::Remote(e)) => return Err(e),
+                    Err(ForwardFailure::Transport { delivered }) => maybe_delivered |= delivered,
+                }
+            } else if !fresh && (self.leader_contact.ever() || self.leader_contact.age() >= readonly_after) {
+                // No usable leader, and this is not a fresh process still
+                // looking for one: answer now instead of waiting for a
+                // leader that cannot exist on this side.
+                let reason = if self.leader_contact.ever() {
+                    format!(
+                        "no leader with a quorum reachable from region {} for {} ms (the primary region may be down or partitioned)",
+                        self.region,
+                        self.leader_contact.age().as_millis()
+                    )
+                } else {
+                    "this node has not reached a leader since it started".to_string()
+                };
+                return Err(fail(reason, maybe_delivered));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(fail("timed out waiting for a leader".into(), maybe_delivered));
+            }
+            self.wait_metrics_change(Duration::from_millis(50), deadline).await;
+        }
+    }
+
+    async fn wait_metrics_change(&self, max: Duration, deadline: tokio::time::Instant) {
+        let mut rx = self.raft.metrics();
+        let until = (tokio::time::Instant::now() + max).min(deadline);
+        let _ = timeout_at(until, rx.changed()).await;
+    }
+
+    /// Proposes on this node, which believes it leads.
+    pub async fn leader_write(&self, req: Request, deadline: tokio::time::Instant) -> Result<WriteOutcome, WriteError> {
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return Err(WriteError::NotLeader { leader: m.current_leader });
+        }
+        let readonly_after = self.timing.readonly_after();
+        if let Some(ms) = m.millis_since_quorum_ack {
+            if Duration::from_millis(ms) > readonly_after {
+                return Err(WriteError::ReadOnly {
+                    reason: format!("leader {} has had no quorum acknowledgement for {ms} ms", self.id),
+                    outcome: Outcome::NotApplied,
+                });
+            }
+        }
+        let resp = match timeout_at(deadline, self.raft.client_write(req)).await {
+            Err(_) => {
+                return Err(WriteError::ReadOnly {
+                    reason: "proposed but not committed before the deadline (quorum lost?)".into(),
+                    outcome: Outcome::Unknown,
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                return Err(WriteError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(e)) => return Err(WriteError::Internal(e.to_string())),
+            Ok(Ok(r)) => r,
+        };
+        let data = resp.data;
+        let index = if data.duplicate { data.index } else { resp.log_id.index };
+        let (mode, secondary_durable) = self.wait_durable(index, deadline).await?;
+        Ok(WriteOutcome {
+            index,
+            mode,
+            secondary_durable,
+            leader: self.id,
+            error: data.error,
+            detail: data.detail,
+            duplicate: data.duplicate,
+        })
+    }
+
+    /// In `sync` mode, waits until a secondary-region node has `index` on
+    /// disk, or until the mode changes (the leader's controller switches to
+    /// `async` when the secondary stays unreachable).
+    async fn wait_durable(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(ReplicationMode, bool), WriteError> {
+        let mut metrics_rx = self.raft.metrics();
+        let mut applied_rx = self.state.watch_applied();
+        loop {
+            let (mode, secondary) =
+                self.state.read(|s| (s.replication.mode, s.topology.as_ref().and_then(|t| t.secondary.clone())));
+            let m = metrics_rx.borrow_and_update().clone();
+            let Some(secondary) = secondary else { return Ok((mode, false)) };
+            let members = secondary_members(&m, &secondary);
+            if self.region == secondary {
+                return Ok((mode, true));
+            }
+            let durable = members.iter().any(|id| {
+                m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).is_some_and(|l| l.index >= index)
+            });
+            if durable {
+                return Ok((mode, true));
+            }
+            if mode != ReplicationMode::Sync || members.is_empty() {
+                return Ok((mode, false));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    metrics::counter!("attest_control_sync_wait_timeouts_total").increment(1);
+                    return Err(WriteError::ReplicationPending { index });
+                }
+                _ = metrics_rx.changed() => {}
+                _ = applied_rx.changed() => {}
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        req: &Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<WriteOutcome, ForwardFailure> {
+        let command =
+            serde_json::to_vec(req).map_err(|e| ForwardFailure::Remote(WriteError::Internal(e.to_string())))?;
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // A dead leader must not eat the whole budget: give the forward at
+        // most one readonly window, then re-evaluate who leads.
+        let rpc_timeout = remaining.min(self.timing.readonly_after()).max(Duration::from_millis(10));
+        let mut client =
+            self.channels.admin_client(addr).map_err(|_| ForwardFailure::Transport { delivered: false })?;
+        let mut request =
+            tonic::Request::new(attest_proto::ForwardRequest { command, deadline_ms: remaining.as_millis() as u64 });
+        request.set_timeout(rpc_timeout);
+        metrics::counter!("attest_control_forwarded_writes_total").increment(1);
+        match client.forward(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.error_code.is_empty() {
+                    serde_json::from_slice(&r.outcome)
+                        .map_err(|e| ForwardFailure::Remote(WriteError::Internal(e.to_string())))
+                } else {
+                    let leader = (r.leader_id != 0).then_some(r.leader_id);
+                    Err(ForwardFailure::Remote(WriteError::from_code(&r.error_code, r.error_message, leader)))
+                }
+            }
+            Err(status) => {
+                // A refused connection never delivered the request; anything
+                // else (reset, deadline) might have.
+                let msg = status.message().to_ascii_lowercase();
+                let delivered = !(status.code() == tonic::Code::Unavailable
+                    && (msg.contains("connect") || msg.contains("refused") || msg.contains("dns")));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Err(ForwardFailure::Transport { delivered })
+            }
+        }
+    }
+
+    /// Returns once this node has applied everything the leader had
+    /// committed when the call started (a linearizable read barrier).
+    pub async fn read_barrier(&self, within: Duration) -> Result<u64, WriteError> {
+        let deadline = tokio::time::Instant::now() + within;
+        let m = self.metrics();
+        let read_index = if m.state == ServerState::Leader {
+            self.leader_read_index(deadline).await?
+        } else {
+            let leader = m.current_leader.filter(|l| *l != self.id).ok_or_else(|| WriteError::ReadOnly {
+                reason: "no leader known: a linearizable read is impossible; read without consistency=linearizable for the local (possibly stale) state".into(),
+                outcome: Outcome::NotApplied,
+            })?;
+            let addr =
+                member_addr(&m, leader).ok_or_else(|| WriteError::Internal("leader not in membership".into()))?;
+            let mut client = self.channels.admin_client(&addr).map_err(|e| WriteError::Internal(e.to_string()))?;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let mut request = tonic::Request::new(attest_proto::LinearizableReadRequest {
+                deadline_ms: remaining.as_millis() as u64,
+            });
+            request.set_timeout(remaining.max(Duration::from_millis(10)));
+            let r = client
+                .read_index(request)
+                .await
+                .map_err(|e| WriteError::ReadOnly {
+                    reason: format!("leader unreachable: {}", e.message()),
+                    outcome: Outcome::NotApplied,
+                })?
+                .into_inner();
+            if !r.error_code.is_empty() {
+                return Err(WriteError::from_code(&r.error_code, r.error_message, None));
+            }
+            r.read_index
+        };
+        let mut rx = self.state.watch_applied();
+        while *rx.borrow_and_update() < read_index {
+            if timeout_at(deadline, rx.changed()).await.is_err() {
+                return Err(WriteError::ReadOnly {
+                    reason: format!("did not apply up to read index {read_index} in time"),
+                    outcome: Outcome::NotApplied,
+                });
+            }
+        }
+        Ok(read_index)
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the
+    /// index a linearizable read must wait for.
+    pub async fn leader_read_index(&self, deadline: tokio::time::Instant) -> Result<u64, WriteError> {
+        match timeout_at(deadline, self.raft.get_read_log_id()).await {
+            Err(_) => Err(WriteError::ReadOnly {
+                reason: "leadership not confirmed in time".into(),
+                outcome: Outcome::NotApplied,
+            }),
+            Ok(Err(RaftError::APIError(e))) => Err(WriteError::NotLeader {
+                leader: match e {
+                    openraft::error::CheckIsLeaderError::ForwardToLeader(f) => f.leader_id,
+                    _ => None,
+                },
+            }),
+            Ok(Err(e)) => Err(WriteError::Internal(e.to_string())),
+            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+        }
+    }
+
+    /// Adds a node: first as a learner (it catches up by log or snapshot),
+    /// then, if asked, as a voter. Runs on the leader.
+    pub async fn add_member(&self, id: NodeId, info: NodeInfo, voter: bool) -> Result<(), WriteError> {
+        let m = self.metrics();
+        if m.state != ServerState::Leader {
+            return Err(WriteError::NotLeader { leader: m.current_leader });
+        }
+        let known = m.membership_config.membership().get_node(&id).cloned();
+        if known.as_ref() != Some(&info) {
+            self.raft.add_learner(id, info, true).await.map_err(map_client_err)?;
+        }
+        if voter {
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            if !voters.contains(&id) {
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                    .await
+                    .map_err(map_client_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries of this node's own log from `from` on (at most `limit`).
+    pub fn local_log(&self, from: u64, limit: usize) -> Result<Vec<LogEntrySummary>, WriteError> {
+        let entries = self.log.entries_from(from, limit).map_err(|e| WriteError::Internal(e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let (kind, request_id, actor) = match &e.payload {
+                    openraft::EntryPayload::Blank => ("blank".to_string(), None, None),
+                    openraft::EntryPayload::Membership(_) => ("membership".to_string(), None, None),
+                    openraft::EntryPayload::Normal(r) => {
+                        (r.command.kind().to_string(), Some(r.request_id.clone()), Some(r.actor.clone()))
+                    }
+                };
+                LogEntrySummary { index: e.log_id.index, term: e.log_id.leader_id.term, kind, request_id, actor }
+            })
+            .collect())
+    }
+
+    pub fn status(&self) -> ControlStatus {
+        let m = self.metrics();
+        let (mode, reason, topo) =
+            self.state.read(|s| (s.replication.mode, s.replication.reason.clone(), s.topology.clone()));
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members: Vec<MemberStatus> = membership
+            .nodes()
+            .map(|(id, n)| MemberStatus {
+                id: *id,
+                region: n.region.clone(),
+                raft_addr: n.raft_addr.clone(),
+                api_addr: n.api_addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let leader_region = m.current_leader.and_then(|l| membership.get_node(&l).map(|n| n.region.clone()));
+        let is_leader = m.state == ServerState::Leader;
+        let readonly_after = self.timing.readonly_after();
+        let writable = if is_leader {
+            m.millis_since_quorum_ack.is_none_or(|ms| Duration::from_millis(ms) <= readonly_after)
+        } else {
+            m.current_leader.is_some() && self.leader_contact.ever() && self.leader_contact.age() < readonly_after
+        };
+        let last_log = m.last_log_index.unwrap_or(0);
+        let peer_lag = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, last_log.saturating_sub(l.map(|l| l.index).unwrap_or(0)))).collect())
+            .unwrap_or_default();
+        ControlStatus {
+            node_id: self.id,
+            region: self.region.clone(),
+            raft_role: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            leader_region,
+            last_log_index: last_log,
+            applied_index: self.state.applied_index(),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            control_plane: if writable { "writable".into() } else { "read-only".into() },
+            replication_mode: mode,
+            replication_reason: reason,
+            primary_region: topo.as_ref().map(|t| t.primary.clone()),
+            secondary_region: topo.and_then(|t| t.secondary),
+            leader_contact_ms: if is_leader {
+                Some(0)
+            } else if self.leader_contact.ever() {
+                Some(self.leader_contact.age().as_millis() as u64)
+            } else {
+                None
+            },
+            peer_lag,
+            members,
+        }
+    }
+}
+
+enum ForwardFailure {
+    Remote(WriteError),
+    Transport { delivered: bool },
+}
+
+fn map_client_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> WriteError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => WriteError::NotLeader { leader: f.leader_id },
+        other => WriteError::Internal(other.to_string()),
+    }
+}
+
+fn member_addr(m: &RaftMetrics, id: NodeId) -> Option<String> {
+    m.membership_config.membership().get_node(&id).map(|n| n.raft_addr.clone())
+}
+
+/// Members (voters and learners) labelled with the secondary region.
+pub fn secondary_members(m: &RaftMetrics, secondary: &str) -> Vec<NodeId> {
+    m.membership_config.membership().nodes().filter(|(_, n)| n.region == secondary).map(|(id, _)| *id).collect()
+}

@@ -1,0 +1,194 @@
+//! Raft transport over tonic: one long-lived HTTP/2 channel per peer
+//! address (reused across leader changes and by forwarded writes), a
+//! deadline on every RPC, and a record of the last successful contact with
+//! each peer, which the replication-mode controller reads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attest_proto::node_admin_client::NodeAdminClient;
+use attest_proto::raft_client::RaftClient;
+use attest_proto::RaftMessage;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::PeerTls;
+use crate::types::{NodeId, NodeInfo, TypeConfig};
+
+/// Largest gRPC message a node accepts (a batch of log entries or one
+/// snapshot chunk). Policy and collateral sizes are bounded far below this
+/// at the API.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Long-lived channels keyed by peer address.
+#[derive(Clone)]
+pub struct Channels {
+    tls: Option<PeerTls>,
+    connect_timeout: Duration,
+    /// Advertised address → address to dial. Lets a test cluster route
+    /// inter-region traffic through a WAN emulator without changing the
+    /// addresses recorded in the membership.
+    dial_overrides: Arc<HashMap<String, String>>,
+    map: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    pub fn new(tls: Option<PeerTls>, connect_timeout: Duration, dial_overrides: HashMap<String, String>) -> Self {
+        Self { tls, connect_timeout, dial_overrides: Arc::new(dial_overrides), map: Arc::default() }
+    }
+
+    /// The channel to `addr`, created lazily (connects on first use and
+    /// reconnects by itself after failures).
+    pub fn get(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let dial = self.dial_overrides.get(addr).map(String::as_str).unwrap_or(addr);
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{dial}"))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            ep = ep.tls_config(tls.client_config())?;
+        }
+        let ch = ep.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
+        Ok(RaftClient::new(self.get(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub fn admin_client(&self, addr: &str) -> Result<NodeAdminClient<Channel>, tonic::transport::Error> {
+        Ok(NodeAdminClient::new(self.get(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+}
+
+/// When this node last heard back from each peer (any successful Raft RPC).
+#[derive(Default)]
+pub struct PeerContacts {
+    map: Mutex<HashMap<NodeId, Instant>>,
+}
+
+impl PeerContacts {
+    pub fn record(&self, id: NodeId) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Instant::now());
+    }
+
+    pub fn last(&self, id: NodeId) -> Option<Instant> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&id).copied()
+    }
+}
+
+pub struct NetworkFactory {
+    pub channels: Channels,
+    pub contacts: Arc<PeerContacts>,
+    pub backoff: Duration,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        PeerClient {
+            target,
+            addr: node.raft_addr.clone(),
+            channels: self.channels.clone(),
+            contacts: self.contacts.clone(),
+            backoff: self.backoff,
+        }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    channels: Channels,
+    contacts: Arc<PeerContacts>,
+    backoff: Duration,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(&self, rpc: &'static str, req: &Req, timeout: Duration) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client =
+            self.channels.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut request = tonic::Request::new(RaftMessage { payload });
+        request.set_timeout(timeout);
+        let started = Instant::now();
+        let result = match rpc {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let target = self.target.to_string();
+        metrics::histogram!("attest_raft_rpc_seconds", "rpc" => rpc, "peer" => target.clone()).record(elapsed);
+        let reply = match result {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                metrics::counter!("attest_raft_rpc_errors_total", "rpc" => rpc, "peer" => target).increment(1);
+                return Err(match status.code() {
+                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                });
+            }
+        };
+        self.contacts.record(self.target);
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            serde_json::from_slice(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.call("append_entries", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call("install_snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Retry an unreachable peer at about the heartbeat rate: a restarted
+        // node should rejoin within a beat, not after openraft's 500 ms.
+        Backoff::new(std::iter::repeat(self.backoff))
+    }
+}

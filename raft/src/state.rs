@@ -1,0 +1,513 @@
+//! The control-plane state: what the Raft log builds, and what every node's
+//! data plane reads from its own applied copy.
+//!
+//! [`ControlState::apply`] is a pure, deterministic function of the state and
+//! the request: it returns the [`Response`] and the list of key mutations the
+//! state machine persists in the same RocksDB write batch as the applied log
+//! id. Keeping it free of I/O lets it be unit-tested directly and keeps the
+//! RocksDB layout in one place (`state_machine.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandError, ReplicationMode, Request, Response, TrustModel};
+use crate::types::NodeId;
+
+/// How many applied request ids are remembered for deduplication. A client
+/// retrying a write older than this many writes would apply it again; at the
+/// control plane's write rates that is months of history.
+pub const DEDUP_CAPACITY: usize = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Topology {
+    pub primary: String,
+    pub secondary: Option<String>,
+    pub set_at_index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provider {
+    pub name: String,
+    pub trust_model: TrustModel,
+    pub token_alg: String,
+    pub shared: bool,
+    pub created_at_index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub provider: String,
+    pub attestation_type: String,
+    pub document: String,
+    pub meta: serde_json::Value,
+    /// Log index of the write that stored this version: compiled policies
+    /// are cached per (provider, type, version).
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerRecord {
+    pub provider: String,
+    pub thumbprint: String,
+    pub cert_pem: String,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCertRecord {
+    pub node_id: NodeId,
+    pub kid: String,
+    pub cert_pem: String,
+    pub retired_at: Option<u64>,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollateralRecord {
+    pub key: String,
+    pub blob_b64: String,
+    pub version: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ReplicationRecord {
+    pub mode: ReplicationMode,
+    pub reason: String,
+    /// Log index of the entry that set the mode (0: initial default).
+    pub since_index: u64,
+    /// Proposer's wall clock when the mode changed (informational).
+    pub changed_at_ms: u64,
+}
+
+/// The whole replicated control plane.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlState {
+    pub topology: Option<Topology>,
+    pub providers: BTreeMap<String, Provider>,
+    /// Keyed by [`policy_key`].
+    pub policies: BTreeMap<String, PolicyRecord>,
+    /// Keyed by [`signer_key`].
+    pub signers: BTreeMap<String, SignerRecord>,
+    /// Keyed by `kid`.
+    pub node_certs: BTreeMap<String, NodeCertRecord>,
+    pub collateral: BTreeMap<String, CollateralRecord>,
+    pub replication: ReplicationRecord,
+    /// request id → first response. Persisted and part of snapshots so that
+    /// deduplication survives restarts and leader changes.
+    pub dedup: HashMap<String, Response>,
+    /// applied index → request id, to evict the oldest ids first.
+    pub dedup_order: BTreeMap<u64, String>,
+}
+
+/// One persisted key change produced by [`ControlState::apply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mutation {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// Key of a policy: provider names are case-insensitive (DNS labels), the
+/// attestation type is stored in its canonical spelling by the API layer.
+pub fn policy_key(provider: &str, attestation_type: &str) -> String {
+    format!("{}/{}", provider.to_ascii_lowercase(), attestation_type)
+}
+
+pub fn signer_key(provider: &str, thumbprint: &str) -> String {
+    format!("{}/{}", provider.to_ascii_lowercase(), thumbprint.to_ascii_uppercase())
+}
+
+fn provider_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
+fn err(code: &str, message: impl Into<String>) -> Option<CommandError> {
+    Some(CommandError { code: code.to_string(), message: message.into() })
+}
+
+fn put<T: Serialize>(muts: &mut Vec<Mutation>, key: String, value: &T) {
+    // Serializing these plain structs cannot fail; an empty value would be
+    // caught by the loader's error path rather than panicking here.
+    let value = serde_json::to_vec(value).unwrap_or_default();
+    muts.push(Mutation::Put { key, value });
+}
+
+impl ControlState {
+    /// Applies one request at log `index`; returns the response and the keys
+    /// to persist. A request id seen before returns the stored response with
+    /// `duplicate = true` and changes nothing.
+    pub fn apply(&mut self, index: u64, req: &Request, proposed_at_ms: u64) -> (Response, Vec<Mutation>) {
+        if let Some(prev) = self.dedup.get(&req.request_id) {
+            let mut r = prev.clone();
+            r.duplicate = true;
+            return (r, Vec::new());
+        }
+        let mut muts = Vec::new();
+        let (error, detail) = self.apply_command(index, &req.command, proposed_at_ms, &mut muts);
+        let resp = Response { index, error, duplicate: false, detail };
+        self.remember(index, &req.request_id, &resp, &mut muts);
+        (resp, muts)
+    }
+
+    fn remember(&mut self, index: u64, id: &str, resp: &Response, muts: &mut Vec<Mutation>) {
+        self.dedup.insert(id.to_string(), resp.clone());
+        self.dedup_order.insert(index, id.to_string());
+        put(muts, format!("dedup/{id}"), resp);
+        muts.push(Mutation::Put { key: format!("dedupidx/{index:020}"), value: id.as_bytes().to_vec() });
+        while self.dedup_order.len() > DEDUP_CAPACITY {
+            let Some((old_idx, old_id)) = self.dedup_order.pop_first() else { break };
+            self.dedup.remove(&old_id);
+            muts.push(Mutation::Delete { key: format!("dedup/{old_id}") });
+            muts.push(Mutation::Delete { key: format!("dedupidx/{old_idx:020}") });
+        }
+    }
+
+    fn apply_command(
+        &mut self,
+        index: u64,
+        cmd: &Command,
+        now_ms: u64,
+        muts: &mut Vec<Mutation>,
+    ) -> (Option<CommandError>, Option<String>) {
+        match cmd {
+            Command::Noop => (None, None),
+            Command::SetTopology { primary, secondary } => {
+                let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
+                put(muts, "topology".into(), &t);
+                self.topology = Some(t);
+                (None, None)
+            }
+            Command::CreateProvider { name, trust_model, token_alg, signer_certs, shared } => {
+                let key = provider_key(name);
+                if self.providers.contains_key(&key) {
+                    return (err("Conflict", format!("provider '{name}' already exists")), None);
+                }
+                let p = Provider {
+                    name: name.clone(),
+                    trust_model: *trust_model,
+                    token_alg: token_alg.clone(),
+                    shared: *shared,
+                    created_at_index: index,
+                };
+                put(muts, format!("provider/{key}"), &p);
+                self.providers.insert(key, p);
+                for pem in signer_certs {
+                    let thumbprint = pem_thumbprint(pem);
+                    let rec = SignerRecord {
+                        provider: name.clone(),
+                        thumbprint: thumbprint.clone(),
+                        cert_pem: pem.clone(),
+                        version: index,
+                    };
+                    let k = signer_key(name, &thumbprint);
+                    put(muts, format!("signer/{k}"), &rec);
+                    self.signers.insert(k, rec);
+                }
+                (None, None)
+            }
+            Command::DeleteProvider { name } => {
+                let key = provider_key(name);
+                match self.providers.get(&key) {
+                    None => return (err("ProviderNotFound", format!("provider '{name}' does not exist")), None),
+                    Some(p) if p.shared => {
+                        return (err("InvalidOperation", format!("shared provider '{name}' cannot be deleted")), None)
+                    }
+                    Some(_) => {}
+                }
+                self.providers.remove(&key);
+                muts.push(Mutation::Delete { key: format!("provider/{key}") });
+                let prefix = format!("{key}/");
+                let pols: Vec<String> = self.policies.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                for k in pols {
+                    self.policies.remove(&k);
+                    muts.push(Mutation::Delete { key: format!("policy/{k}") });
+                }
+                let sigs: Vec<String> = self.signers.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
+                for k in sigs {
+                    self.signers.remove(&k);
+                    muts.push(Mutation::Delete { key: format!("signer/{k}") });
+                }
+                (None, None)
+            }
+            Command::SetPolicy { provider, attestation_type, document, meta } => {
+                if let Some(e) = self.check_policy_writable(provider) {
+                    return (Some(e), None);
+                }
+                let rec = PolicyRecord {
+                    provider: provider.clone(),
+                    attestation_type: attestation_type.clone(),
+                    document: document.clone(),
+                    meta: meta.clone(),
+                    version: index,
+                };
+                let k = policy_key(provider, attestation_type);
+                put(muts, format!("policy/{k}"), &rec);
+                self.policies.insert(k, rec);
+                (None, None)
+            }
+            Command::ResetPolicy { provider, attestation_type } => {
+                if let Some(e) = self.check_policy_writable(provider) {
+                    return (Some(e), None);
+                }
+                let k = policy_key(provider, attestation_type);
+                if self.policies.remove(&k).is_some() {
+                    muts.push(Mutation::Delete { key: format!("policy/{k}") });
+                }
+                (None, None)
+            }
+            Command::AddSigner { provider, thumbprint, cert_pem } => {
+                if !self.providers.contains_key(&provider_key(provider)) {
+                    return (err("ProviderNotFound", format!("provider '{provider}' does not exist")), None);
+                }
+                let k = signer_key(provider, thumbprint);
+                let rec = SignerRecord {
+                    provider: provider.clone(),
+                    thumbprint: thumbprint.to_ascii_uppercase(),
+                    cert_pem: cert_pem.clone(),
+                    version: index,
+                };
+                put(muts, format!("signer/{k}"), &rec);
+                self.signers.insert(k, rec);
+                (None, Some("IsPresent".into()))
+            }
+            Command::RemoveSigner { provider, thumbprint } => {
+                if !self.providers.contains_key(&provider_key(provider)) {
+                    return (err("ProviderNotFound", format!("provider '{provider}' does not exist")), None);
+                }
+                let k = signer_key(provider, thumbprint);
+                if self.signers.remove(&k).is_some() {
+                    muts.push(Mutation::Delete { key: format!("signer/{k}") });
+                }
+                (None, Some("IsAbsent".into()))
+            }
+            Command::RegisterNodeCert { node_id, kid, cert_pem, retired_at } => {
+                let rec = NodeCertRecord {
+                    node_id: *node_id,
+                    kid: kid.clone(),
+                    cert_pem: cert_pem.clone(),
+                    retired_at: *retired_at,
+                    version: index,
+                };
+                put(muts, format!("nodecert/{kid}"), &rec);
+                self.node_certs.insert(kid.clone(), rec);
+                (None, None)
+            }
+            Command::RemoveNodeCert { kid } => {
+                if self.node_certs.remove(kid).is_some() {
+                    muts.push(Mutation::Delete { key: format!("nodecert/{kid}") });
+                }
+                (None, None)
+            }
+            Command::PutCollateral { key, blob_b64 } => {
+                let rec = CollateralRecord { key: key.clone(), blob_b64: blob_b64.clone(), version: index };
+                put(muts, format!("collateral/{key}"), &rec);
+                self.collateral.insert(key.clone(), rec);
+                (None, None)
+            }
+            Command::DeleteCollateral { key } => {
+                if self.collateral.remove(key).is_some() {
+                    muts.push(Mutation::Delete { key: format!("collateral/{key}") });
+                }
+                (None, None)
+            }
+            Command::SetReplicationMode { mode, reason } => {
+                if self.replication.mode == *mode {
+                    return (None, Some("unchanged".into()));
+                }
+                self.replication = ReplicationRecord {
+                    mode: *mode,
+                    reason: reason.clone(),
+                    since_index: index,
+                    changed_at_ms: now_ms,
+                };
+                put(muts, "replication".into(), &self.replication);
+                (None, None)
+            }
+        }
+    }
+
+    fn check_policy_writable(&self, provider: &str) -> Option<CommandError> {
+        match self.providers.get(&provider_key(provider)) {
+            None => err("ProviderNotFound", format!("provider '{provider}' does not exist")),
+            Some(p) if p.shared => err(
+                "InvalidOperation",
+                format!("the policy of shared provider '{provider}' cannot be changed; create a provider of your own"),
+            ),
+            Some(_) => None,
+        }
+    }
+
+    /// Loads one persisted key (the inverse of the mutations above).
+    pub fn load_key(&mut self, key: &str, value: &[u8]) -> Result<(), serde_json::Error> {
+        if key == "topology" {
+            self.topology = Some(serde_json::from_slice(value)?);
+        } else if key == "replication" {
+            self.replication = serde_json::from_slice(value)?;
+        } else if let Some(k) = key.strip_prefix("provider/") {
+            self.providers.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix("policy/") {
+            self.policies.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix("signer/") {
+            self.signers.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix("nodecert/") {
+            self.node_certs.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix("collateral/") {
+            self.collateral.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix("dedup/") {
+            self.dedup.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix("dedupidx/") {
+            if let Ok(idx) = k.parse::<u64>() {
+                self.dedup_order.insert(idx, String::from_utf8_lossy(value).into_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every persisted key of this state, for writing a snapshot into RocksDB.
+    pub fn all_keys(&self) -> Vec<Mutation> {
+        let mut m = Vec::new();
+        if let Some(t) = &self.topology {
+            put(&mut m, "topology".into(), t);
+        }
+        put(&mut m, "replication".into(), &self.replication);
+        for (k, v) in &self.providers {
+            put(&mut m, format!("provider/{k}"), v);
+        }
+        for (k, v) in &self.policies {
+            put(&mut m, format!("policy/{k}"), v);
+        }
+        for (k, v) in &self.signers {
+            put(&mut m, format!("signer/{k}"), v);
+        }
+        for (k, v) in &self.node_certs {
+            put(&mut m, format!("nodecert/{k}"), v);
+        }
+        for (k, v) in &self.collateral {
+            put(&mut m, format!("collateral/{k}"), v);
+        }
+        for (k, v) in &self.dedup {
+            put(&mut m, format!("dedup/{k}"), v);
+        }
+        for (idx, id) in &self.dedup_order {
+            m.push(Mutation::Put { key: format!("dedupidx/{idx:020}"), value: id.as_bytes().to_vec() });
+        }
+        m
+    }
+
+    /// SHA-256 over the user-visible state (not the dedup table), hex. Two
+    /// nodes that applied the same log prefix report the same digest, which
+    /// is how the tests and the chaos checker compare replicas.
+    pub fn digest(&self) -> String {
+        #[derive(Serialize)]
+        struct View<'a> {
+            topology: &'a Option<Topology>,
+            providers: &'a BTreeMap<String, Provider>,
+            policies: &'a BTreeMap<String, PolicyRecord>,
+            signers: &'a BTreeMap<String, SignerRecord>,
+            node_certs: &'a BTreeMap<String, NodeCertRecord>,
+            collateral: &'a BTreeMap<String, CollateralRecord>,
+            replication_mode: ReplicationMode,
+        }
+        let v = View {
+            topology: &self.topology,
+            providers: &self.providers,
+            policies: &self.policies,
+            signers: &self.signers,
+            node_certs: &self.node_certs,
+            collateral: &self.collateral,
+            replication_mode: self.replication.mode,
+        };
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())
+    }
+}
+
+/// Uppercase hex SHA-1 of the DER inside a PEM certificate (MAA's signer
+/// thumbprint). Falls back to hashing the text if it is not PEM; shape
+/// validation is the API layer's job.
+pub fn pem_thumbprint(pem: &str) -> String {
+    use base64::Engine;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    let der =
+        base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).unwrap_or_else(|_| pem.as_bytes().to_vec());
+    hex::encode_upper(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &der).as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: &str, command: Command) -> Request {
+        Request { request_id: id.into(), actor: "test".into(), proposed_at_ms: 0, command }
+    }
+
+    fn provider(name: &str, shared: bool) -> Command {
+        Command::CreateProvider {
+            name: name.into(),
+            trust_model: TrustModel::Aad,
+            token_alg: "RS256".into(),
+            signer_certs: vec![],
+            shared,
+        }
+    }
+
+    #[test]
+    fn duplicate_request_applies_once() {
+        let mut s = ControlState::default();
+        let (r1, m1) = s.apply(1, &req("a", provider("p1", false)), 0);
+        assert!(r1.error.is_none() && !m1.is_empty());
+        let (r2, m2) = s.apply(2, &req("a", provider("p1", false)), 0);
+        assert!(r2.duplicate);
+        assert_eq!(r2.index, 1);
+        assert!(r2.error.is_none(), "the replay returns the first answer, not a conflict");
+        assert!(m2.is_empty());
+    }
+
+    #[test]
+    fn shared_provider_policy_is_immutable() {
+        let mut s = ControlState::default();
+        s.apply(1, &req("a", provider("sharedeus2", true)), 0);
+        let set = Command::SetPolicy {
+            provider: "sharedeus2".into(),
+            attestation_type: "SgxEnclave".into(),
+            document: "x".into(),
+            meta: serde_json::Value::Null,
+        };
+        let (r, m) = s.apply(2, &req("b", set), 0);
+        assert_eq!(r.error.map(|e| e.code), Some("InvalidOperation".into()));
+        assert_eq!(m.len(), 2, "only the dedup record is written");
+    }
+
+    #[test]
+    fn delete_provider_cascades_and_persisted_keys_round_trip() {
+        let mut s = ControlState::default();
+        s.apply(1, &req("a", provider("p1", false)), 0);
+        let set = Command::SetPolicy {
+            provider: "p1".into(),
+            attestation_type: "SgxEnclave".into(),
+            document: "doc".into(),
+            meta: serde_json::json!({"hash": "h"}),
+        };
+        s.apply(2, &req("b", set), 0);
+        let mut loaded = ControlState::default();
+        for m in s.all_keys() {
+            if let Mutation::Put { key, value } = m {
+                loaded.load_key(&key, &value).unwrap();
+            }
+        }
+        assert_eq!(loaded, s);
+        assert_eq!(loaded.digest(), s.digest());
+        s.apply(3, &req("c", Command::DeleteProvider { name: "P1".into() }), 0);
+        assert!(s.providers.is_empty() && s.policies.is_empty());
+    }
+
+    #[test]
+    fn dedup_table_is_bounded() {
+        let mut s = ControlState::default();
+        for i in 0..(DEDUP_CAPACITY as u64 + 10) {
+            s.apply(i + 1, &req(&format!("r{i}"), Command::Noop), 0);
+        }
+        assert_eq!(s.dedup.len(), DEDUP_CAPACITY);
+        assert!(!s.dedup.contains_key("r0"));
+    }
+}
