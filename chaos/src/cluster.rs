@@ -498,3 +498,102 @@ fn send_signal(pid: u32, sig: i32) -> i32 {
         _ => -1,
     }
 }
+
+/// A running `attest-gateway` process in front of the cluster.
+pub struct GatewayHandle {
+    pub region: String,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// Starts one gateway per region (stateless; each probes on its own),
+    /// priority routing with the primary region first, TLS with a
+    /// certificate of the cluster's dev CA. Probes every second and
+    /// tolerates one failure: the local-cluster setting, not Traffic
+    /// Manager's 30 s default.
+    pub async fn start_gateways(&self, within: Duration) -> anyhow::Result<Vec<GatewayHandle>> {
+        let bin = self.bin.with_file_name("attest-gateway");
+        if !bin.is_file() {
+            bail!("attest-gateway binary not found next to {}", self.bin.display());
+        }
+        let certs = self.spec.dir.join("certs");
+        let regions = [self.spec.primary_region.clone(), self.spec.secondary_region.clone()];
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("dev-pki").arg("--out").arg(&certs);
+        for r in &regions {
+            cmd.arg("--node").arg(format!("gateway-{r}"));
+        }
+        let out = cmd.output().context("generating gateway certificates")?;
+        if !out.status.success() {
+            bail!("dev-pki for gateways failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let ports = free_ports(regions.len())?;
+        let endpoint = |name: &str, prio: u32| {
+            let nodes: Vec<String> =
+                self.nodes.values().filter(|n| n.region == name).map(|n| format!("\"{}\"", n.api_addr)).collect();
+            format!(
+                "[[endpoints]]\nname = \"{name}\"\npriority = {prio}\nbalance = \"least-requests\"\nnodes = [{}]\n\n",
+                nodes.join(", ")
+            )
+        };
+        let mut handles = Vec::new();
+        for (i, region) in regions.iter().enumerate() {
+            let dir = self.spec.dir.join(format!("gateway-{region}"));
+            std::fs::create_dir_all(&dir)?;
+            let addr = format!("127.0.0.1:{}", ports[i]);
+            let text = format!(
+                "[profile]\nname = \"attestd-local\"\nrouting_method = \"priority\"\n\n\
+                 [listen]\naddress = \"{addr}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\n\
+                 [upstream]\nscheme = \"https\"\nca_file = \"{ca}\"\nconnect_timeout = \"500ms\"\n\n\
+                 [monitor]\nprotocol = \"HTTPS\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"500ms\"\ntolerated_failures = 1\n\n{}{}",
+                endpoint(&self.spec.primary_region, 1),
+                endpoint(&self.spec.secondary_region, 2),
+                cert = certs.join(format!("gateway-{region}.pem")).display(),
+                key = certs.join(format!("gateway-{region}.key")).display(),
+                ca = certs.join("ca.pem").display(),
+            );
+            let config = dir.join("gateway.toml");
+            std::fs::write(&config, text)?;
+            let log = dir.join("gateway.log");
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+            let child = Command::new(&bin)
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(f.try_clone()?)
+                .stderr(f)
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+            handles.push(GatewayHandle { region: region.clone(), addr, config, log, child });
+        }
+        let deadline = Instant::now() + within;
+        for g in &handles {
+            loop {
+                let ok = self
+                    .http
+                    .get(format!("https://{}/gateway/status", g.addr))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("gateway {} did not come up; log {}", g.region, g.log.display());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(handles)
+    }
+}

@@ -109,9 +109,20 @@ fn main() -> anyhow::Result<()> {
                     n.log.display()
                 );
             }
+            let gateways = cluster.start_gateways(Duration::from_secs(30)).await?;
+            for g in &gateways {
+                println!(
+                    "  gateway [{}]  https://{}  status page https://{}/gateway/  log {}",
+                    g.region,
+                    g.addr,
+                    g.addr,
+                    g.log.display()
+                );
+            }
             println!("\ntry: attestd admin status --url {} --ca {}", cluster.url(1), cluster.ca_path().display());
             println!("press Ctrl-C to stop");
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            drop(gateways);
             drop(cluster);
             Ok(())
         }),
