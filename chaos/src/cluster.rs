@@ -516,6 +516,73 @@ impl Drop for GatewayHandle {
 }
 
 impl Cluster {
+    /// Adds a brand-new node to `region`: it starts with an empty data
+    /// directory and `cluster.join` pointing at the existing members, and
+    /// is admitted as a learner, then (if `voter`) promoted to voter.
+    /// Not used with `spec.wan` (the new node's WAN links are not created).
+    pub fn add_node(&mut self, region: &str, voter: bool) -> anyhow::Result<u64> {
+        let id = self.nodes.keys().max().copied().unwrap_or(0) + 1;
+        let ports = free_ports(2)?;
+        let (raft, api) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+        let certs = self.spec.dir.join("certs");
+        if self.spec.tls {
+            let out = Command::new(&self.bin)
+                .arg("dev-pki")
+                .arg("--out")
+                .arg(&certs)
+                .arg("--node")
+                .arg(format!("node-{id}"))
+                .output()
+                .context("running attestd dev-pki")?;
+            if !out.status.success() {
+                bail!("attestd dev-pki failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let node_dir = self.spec.dir.join(format!("node-{id}"));
+        std::fs::create_dir_all(&node_dir)?;
+        let data_dir = node_dir.join("data");
+        let tls = if self.spec.tls {
+            format!(
+                "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                certs.join("ca.pem").display(),
+                certs.join(format!("node-{id}.pem")).display(),
+                certs.join(format!("node-{id}.key")).display()
+            )
+        } else {
+            String::new()
+        };
+        let seeds: Vec<String> = self.nodes.values().map(|n| format!("\"{}\"", n.raft_addr)).collect();
+        let text = format!(
+            "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
+             [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n{tls}\n[raft]\n{raft_toml}\n{extra}\n\
+             [cluster]\nprimary_region = \"{p}\"\nsecondary_region = \"{s}\"\njoin = [{seeds}]\njoin_as_voter = {voter}\n",
+            data = data_dir.display(),
+            raft_toml = self.spec.raft_toml,
+            extra = self.spec.extra_toml,
+            p = self.spec.primary_region,
+            s = self.spec.secondary_region,
+            seeds = seeds.join(", "),
+        );
+        let config = node_dir.join("attestd.toml");
+        std::fs::write(&config, text)?;
+        self.nodes.insert(
+            id,
+            NodeHandle {
+                id,
+                region: region.to_string(),
+                api_addr: api,
+                raft_addr: raft,
+                config,
+                data_dir,
+                log: node_dir.join("attestd.log"),
+                child: None,
+                paused: false,
+            },
+        );
+        self.start(id)?;
+        Ok(id)
+    }
+
     /// Starts one gateway per region (stateless; each probes on its own),
     /// priority routing with the primary region first, TLS with a
     /// certificate of the cluster's dev CA. Probes every second and

@@ -113,6 +113,8 @@ pub enum WriteError {
     #[error("not the leader")]
     NotLeader { leader: Option<NodeId> },
     #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -123,6 +125,7 @@ impl WriteError {
             WriteError::ReadOnly { .. } => "ControlPlaneReadOnly",
             WriteError::ReplicationPending { .. } => "ReplicationPending",
             WriteError::NotLeader { .. } => "NotLeader",
+            WriteError::Rejected(_) => "InvalidOperation",
             WriteError::Internal(_) => "InternalError",
         }
     }
@@ -132,6 +135,7 @@ impl WriteError {
             "ControlPlaneReadOnly" => WriteError::ReadOnly { reason: message, outcome: Outcome::NotApplied },
             "ControlPlaneReadOnlyUnknown" => WriteError::ReadOnly { reason: message, outcome: Outcome::Unknown },
             "NotLeader" => WriteError::NotLeader { leader },
+            "InvalidOperation" => WriteError::Rejected(message),
             "ReplicationPending" => WriteError::ReplicationPending { index: message.parse().unwrap_or_default() },
             _ => WriteError::Internal(message),
         }
@@ -521,12 +525,36 @@ impl ControlPlane {
         if m.state != ServerState::Leader {
             return Err(WriteError::NotLeader { leader: m.current_leader });
         }
+        let info_region = info.region.clone();
         let known = m.membership_config.membership().get_node(&id).cloned();
         if known.as_ref() != Some(&info) {
             self.raft.add_learner(id, info, true).await.map_err(map_client_err)?;
         }
         if voter {
             let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            // The brief's topology: the primary region holds a majority of
+            // voters, so losing the secondary never costs the quorum.
+            if let Some(primary) = self.state.read(|s| s.topology.as_ref().map(|t| t.primary.clone())) {
+                let region_of = |n: &NodeId| m.membership_config.membership().get_node(n).map(|i| i.region.clone());
+                let mut all: BTreeSet<NodeId> = voters.clone();
+                all.insert(id);
+                let in_primary = all
+                    .iter()
+                    .filter(|n| {
+                        if **n == id {
+                            info_region == primary
+                        } else {
+                            region_of(n).as_deref() == Some(primary.as_str())
+                        }
+                    })
+                    .count();
+                if in_primary * 2 <= all.len() {
+                    return Err(WriteError::Rejected(format!(
+                        "adding node {id} as a voter would leave the primary region {primary} with {in_primary} of {} voters; join it as a learner",
+                        all.len()
+                    )));
+                }
+            }
             if !voters.contains(&id) {
                 self.raft
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)

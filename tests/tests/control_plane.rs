@@ -408,3 +408,27 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
     let after = c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged");
     assert_eq!(before, after, "bad input changed the state");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_node_joins_as_learner_then_voter_and_serves_linearizable_reads() {
+    let (mut c, _dir) = launch("join", |_| {}).await.expect("cluster starts");
+    for i in 0..20 {
+        let r = create_provider(&c, 1, &format!("pre{i}"), &format!("pre{i}")).await.expect("sent");
+        assert!(r.ok(), "{}", r.body);
+    }
+    let primary_region = c.spec.primary_region.clone();
+    let id = c.add_node(&primary_region, true).expect("new node started");
+    c.wait_healthy(id, CONVERGE).await.expect("new node healthy");
+    c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("new node caught up");
+    // It is a voter with its region label in everyone's membership.
+    let st = status(&c, 1).await.expect("status");
+    let me = st["members"].as_array().and_then(|m| m.iter().find(|m| m["id"] == id).cloned()).expect("listed");
+    assert_eq!(me["region"], primary_region.as_str());
+    assert_eq!(me["voter"], true, "{st}");
+    // A write through the new node, then a linearizable read on another.
+    let r = create_provider(&c, id, "viajoined", "viajoined").await.expect("sent");
+    assert!(r.ok(), "{}", r.body);
+    let resp =
+        c.http().get(format!("{}/providers/viajoined?consistency=linearizable", c.url(5))).send().await.expect("read");
+    assert_eq!(resp.status().as_u16(), 200);
+}

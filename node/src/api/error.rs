@@ -53,6 +53,7 @@ impl From<WriteError> for ApiError {
             WriteError::NotLeader { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NotLeader", e.to_string()).retry_after(1)
             }
+            WriteError::Rejected(m) => ApiError::new(StatusCode::BAD_REQUEST, "InvalidOperation", m.clone()),
             WriteError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
         }
     }
