@@ -167,7 +167,14 @@ impl RaftNode {
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             );
         let mut srv_shutdown = shutdown_rx.clone();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // tonic applies `tcp_nodelay` only to listeners it binds itself; on
+        // our own listener Nagle would hold small Raft replies back for a
+        // delayed ACK (~40 ms).
+        let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         let server = tokio::spawn(async move {
             let signal = async move {
                 let _ = srv_shutdown.changed().await;
