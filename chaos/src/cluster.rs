@@ -191,16 +191,7 @@ impl Cluster {
             let node_dir = spec.dir.join(format!("node-{id}"));
             std::fs::create_dir_all(&node_dir)?;
             let data_dir = node_dir.join("data");
-            let tls = if spec.tls {
-                format!(
-                    "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                    certs.join("ca.pem").display(),
-                    certs.join(format!("node-{id}.pem")).display(),
-                    certs.join(format!("node-{id}.key")).display()
-                )
-            } else {
-                String::new()
-            };
+            let tls = tls_toml(spec.tls, &certs, *id);
             let text = format!(
                 "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
                  [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n\
@@ -541,16 +532,7 @@ impl Cluster {
         let node_dir = self.spec.dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir)?;
         let data_dir = node_dir.join("data");
-        let tls = if self.spec.tls {
-            format!(
-                "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                certs.join("ca.pem").display(),
-                certs.join(format!("node-{id}.pem")).display(),
-                certs.join(format!("node-{id}.key")).display()
-            )
-        } else {
-            String::new()
-        };
+        let tls = tls_toml(self.spec.tls, &certs, id);
         let seeds: Vec<String> = self.nodes.values().map(|n| format!("\"{}\"", n.raft_addr)).collect();
         let text = format!(
             "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
@@ -663,4 +645,17 @@ impl Cluster {
         }
         Ok(handles)
     }
+}
+
+/// The `[tls]` section of node `id`'s config (empty when TLS is off).
+fn tls_toml(enabled: bool, certs: &Path, id: u64) -> String {
+    if !enabled {
+        return String::new();
+    }
+    format!(
+        "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        certs.join("ca.pem").display(),
+        certs.join(format!("node-{id}.pem")).display(),
+        certs.join(format!("node-{id}.key")).display()
+    )
 }
