@@ -155,15 +155,8 @@ impl Cluster {
         }
         let certs = spec.dir.join("certs");
         if spec.tls {
-            let mut cmd = Command::new(&bin);
-            cmd.arg("dev-pki").arg("--out").arg(&certs);
-            for (id, ..) in &members {
-                cmd.arg("--node").arg(format!("node-{id}"));
-            }
-            let out = cmd.output().context("running attestd dev-pki")?;
-            if !out.status.success() {
-                bail!("attestd dev-pki failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            let names: Vec<String> = members.iter().map(|(id, ..)| format!("node-{id}")).collect();
+            dev_pki(&bin, &certs, &names)?;
         }
         // One WAN link per (destination node, source region): every node of
         // the other region dials this node's Raft port through it.
@@ -192,18 +185,8 @@ impl Cluster {
             std::fs::create_dir_all(&node_dir)?;
             let data_dir = node_dir.join("data");
             let tls = tls_toml(spec.tls, &certs, *id);
-            let text = format!(
-                "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
-                 [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n\
-                 {tls}\n[raft]\n{raft_toml}\n{extra}\n\
-                 [cluster]\nprimary_region = \"{p}\"\nsecondary_region = \"{s}\"\nbootstrap = {boot}\n\n{member_toml}",
-                data = data_dir.display(),
-                raft_toml = spec.raft_toml,
-                extra = spec.extra_toml,
-                p = spec.primary_region,
-                s = spec.secondary_region,
-                boot = *id == 1,
-            );
+            let cluster_tail = format!("bootstrap = {}\n\n{member_toml}", *id == 1);
+            let text = node_toml(&spec, *id, region, &data_dir, api, raft, &tls, &cluster_tail);
             let mut text = text;
             if let Some(list) = overrides.get(region) {
                 text.push_str("[cluster.dial_overrides]\n");
@@ -517,34 +500,15 @@ impl Cluster {
         let (raft, api) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
         let certs = self.spec.dir.join("certs");
         if self.spec.tls {
-            let out = Command::new(&self.bin)
-                .arg("dev-pki")
-                .arg("--out")
-                .arg(&certs)
-                .arg("--node")
-                .arg(format!("node-{id}"))
-                .output()
-                .context("running attestd dev-pki")?;
-            if !out.status.success() {
-                bail!("attestd dev-pki failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
+            dev_pki(&self.bin, &certs, &[format!("node-{id}")])?;
         }
         let node_dir = self.spec.dir.join(format!("node-{id}"));
         std::fs::create_dir_all(&node_dir)?;
         let data_dir = node_dir.join("data");
         let tls = tls_toml(self.spec.tls, &certs, id);
         let seeds: Vec<String> = self.nodes.values().map(|n| format!("\"{}\"", n.raft_addr)).collect();
-        let text = format!(
-            "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
-             [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n{tls}\n[raft]\n{raft_toml}\n{extra}\n\
-             [cluster]\nprimary_region = \"{p}\"\nsecondary_region = \"{s}\"\njoin = [{seeds}]\njoin_as_voter = {voter}\n",
-            data = data_dir.display(),
-            raft_toml = self.spec.raft_toml,
-            extra = self.spec.extra_toml,
-            p = self.spec.primary_region,
-            s = self.spec.secondary_region,
-            seeds = seeds.join(", "),
-        );
+        let cluster_tail = format!("join = [{}]\njoin_as_voter = {voter}\n", seeds.join(", "));
+        let text = node_toml(&self.spec, id, region, &data_dir, &api, &raft, &tls, &cluster_tail);
         let config = node_dir.join("attestd.toml");
         std::fs::write(&config, text)?;
         self.nodes.insert(
@@ -577,15 +541,8 @@ impl Cluster {
         }
         let certs = self.spec.dir.join("certs");
         let regions = [self.spec.primary_region.clone(), self.spec.secondary_region.clone()];
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("dev-pki").arg("--out").arg(&certs);
-        for r in &regions {
-            cmd.arg("--node").arg(format!("gateway-{r}"));
-        }
-        let out = cmd.output().context("generating gateway certificates")?;
-        if !out.status.success() {
-            bail!("dev-pki for gateways failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let names: Vec<String> = regions.iter().map(|r| format!("gateway-{r}")).collect();
+        dev_pki(&self.bin, &certs, &names)?;
         let ports = free_ports(regions.len())?;
         let endpoint = |name: &str, prio: u32| {
             let nodes: Vec<String> =
@@ -657,5 +614,46 @@ fn tls_toml(enabled: bool, certs: &Path, id: u64) -> String {
         certs.join("ca.pem").display(),
         certs.join(format!("node-{id}.pem")).display(),
         certs.join(format!("node-{id}.key")).display()
+    )
+}
+
+/// Runs `attestd dev-pki` for `names` (the CA under `certs` is created once
+/// and reused).
+fn dev_pki(bin: &Path, certs: &Path, names: &[String]) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin);
+    cmd.arg("dev-pki").arg("--out").arg(certs);
+    for n in names {
+        cmd.arg("--node").arg(n);
+    }
+    let out = cmd.output().context("running attestd dev-pki")?;
+    if !out.status.success() {
+        bail!("attestd dev-pki failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A node's config file; `cluster_tail` ends the `[cluster]` section
+/// (bootstrap members or join seeds).
+#[allow(clippy::too_many_arguments)]
+fn node_toml(
+    spec: &ClusterSpec,
+    id: u64,
+    region: &str,
+    data_dir: &Path,
+    api: &str,
+    raft: &str,
+    tls: &str,
+    cluster_tail: &str,
+) -> String {
+    format!(
+        "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
+         [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n\
+         {tls}\n[raft]\n{raft_toml}\n{extra}\n\
+         [cluster]\nprimary_region = \"{p}\"\nsecondary_region = \"{s}\"\n{cluster_tail}",
+        data = data_dir.display(),
+        raft_toml = spec.raft_toml,
+        extra = spec.extra_toml,
+        p = spec.primary_region,
+        s = spec.secondary_region,
     )
 }

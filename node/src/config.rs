@@ -203,12 +203,13 @@ impl Config {
             }
         }
         if self.cluster.bootstrap {
-            let primary = self.cluster.members.iter().filter(|m| m.region == self.cluster.primary_region).count();
             let total = self.cluster.members.len();
             if total == 0 || !ids.contains(&self.node.id) {
                 return bad("bootstrap needs cluster.members including this node".into());
             }
-            if primary * 2 <= total {
+            let regions: Vec<&str> = self.cluster.members.iter().map(|m| m.region.as_str()).collect();
+            if !attest_raft::control::primary_holds_majority(&regions, &self.cluster.primary_region) {
+                let primary = regions.iter().filter(|r| **r == self.cluster.primary_region).count();
                 return bad(format!(
                     "the primary region must hold a majority of voters ({primary} of {total} members are in {})",
                     self.cluster.primary_region

@@ -532,26 +532,18 @@ impl ControlPlane {
         }
         if voter {
             let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-            // The brief's topology: the primary region holds a majority of
-            // voters, so losing the secondary never costs the quorum.
             if let Some(primary) = self.state.read(|s| s.topology.as_ref().map(|t| t.primary.clone())) {
-                let region_of = |n: &NodeId| m.membership_config.membership().get_node(n).map(|i| i.region.clone());
-                let mut all: BTreeSet<NodeId> = voters.clone();
-                all.insert(id);
-                let in_primary = all
+                let membership = m.membership_config.membership();
+                let mut regions: Vec<&str> = voters
                     .iter()
-                    .filter(|n| {
-                        if **n == id {
-                            info_region == primary
-                        } else {
-                            region_of(n).as_deref() == Some(primary.as_str())
-                        }
-                    })
-                    .count();
-                if in_primary * 2 <= all.len() {
+                    .filter(|n| **n != id)
+                    .filter_map(|n| membership.get_node(n).map(|i| i.region.as_str()))
+                    .collect();
+                regions.push(&info_region);
+                if !primary_holds_majority(&regions, &primary) {
                     return Err(WriteError::Rejected(format!(
-                        "adding node {id} as a voter would leave the primary region {primary} with {in_primary} of {} voters; join it as a learner",
-                        all.len()
+                        "adding node {id} as a voter would leave the primary region {primary} without a majority of the {} voters; join it as a learner",
+                        regions.len()
                     )));
                 }
             }
@@ -656,6 +648,14 @@ fn map_client_err(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> W
 
 fn member_addr(m: &RaftMetrics, id: NodeId) -> Option<String> {
     m.membership_config.membership().get_node(&id).map(|n| n.raft_addr.clone())
+}
+
+/// The brief's topology rule: the primary region holds a strict majority of
+/// the voters (given as their region labels), so losing the secondary
+/// region never costs the quorum.
+pub fn primary_holds_majority(voter_regions: &[&str], primary: &str) -> bool {
+    let in_primary = voter_regions.iter().filter(|r| **r == primary).count();
+    in_primary * 2 > voter_regions.len()
 }
 
 /// Members (voters and learners) labelled with the secondary region.
