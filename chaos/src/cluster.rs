@@ -36,6 +36,11 @@ pub struct ClusterSpec {
     pub wan: bool,
     /// Initial one-way delay of every inter-region link, in milliseconds.
     pub wan_one_way_ms: u64,
+    /// Verify evidence at this RFC 3339 time instead of the clock, so the
+    /// recorded vectors (whose collateral has long expired) verify.
+    pub pinned_verification_time: Option<String>,
+    /// `evidence.collateral_grace_s` of every node.
+    pub collateral_grace_s: u64,
 }
 
 impl ClusterSpec {
@@ -52,6 +57,8 @@ impl ClusterSpec {
             tls: true,
             wan: false,
             wan_one_way_ms: 0,
+            pinned_verification_time: None,
+            collateral_grace_s: 0,
         }
     }
 }
@@ -153,11 +160,10 @@ impl Cluster {
                 format!("127.0.0.1:{}", ports[2 * i + 1]),
             ));
         }
+        // Also without TLS: dev-pki creates the dev token issuer.
         let certs = spec.dir.join("certs");
-        if spec.tls {
-            let names: Vec<String> = members.iter().map(|(id, ..)| format!("node-{id}")).collect();
-            dev_pki(&bin, &certs, &names)?;
-        }
+        let names: Vec<String> = members.iter().map(|(id, ..)| format!("node-{id}")).collect();
+        dev_pki(&bin, &certs, &names)?;
         // One WAN link per (destination node, source region): every node of
         // the other region dials this node's Raft port through it.
         let wan = if spec.wan { Some(crate::wan::WanController::new()) } else { None };
@@ -211,7 +217,8 @@ impl Cluster {
                 },
             );
         }
-        let http = http_client(spec.tls.then(|| certs.join("ca.pem")).as_deref())?;
+        let owner = dev_token(&bin, &certs, "Owner")?;
+        let http = authed_client(spec.tls.then(|| certs.join("ca.pem")).as_deref(), &owner)?;
         let mut cluster = Cluster { spec, wan, nodes, bin, http };
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in &ids {
@@ -223,8 +230,22 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// HTTPS client trusting the cluster CA, sending an Owner bearer token.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// A bearer token for `role` (`Reader`, `Contributor`, `Owner`) from
+    /// the cluster's dev issuer.
+    pub fn bearer(&self, role: &str) -> anyhow::Result<String> {
+        dev_token(&self.bin, &self.spec.dir.join("certs"), role)
+    }
+
+    /// Name of `region`'s shared provider (`shared` + the region's letters).
+    pub fn shared_provider(&self, region: &str) -> String {
+        let tail: String =
+            region.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
+        format!("shared{tail}").chars().take(24).collect()
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -617,6 +638,38 @@ fn tls_toml(enabled: bool, certs: &Path, id: u64) -> String {
     )
 }
 
+/// Mints a dev bearer token for `role` with `attestd dev-token`.
+pub fn dev_token(bin: &Path, certs: &Path, role: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(["dev-token", "--role", role, "--subject", "attest-chaos", "--dir"])
+        .arg(certs)
+        .output()
+        .context("running attestd dev-token")?;
+    if !out.status.success() {
+        bail!("attestd dev-token failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// [`http_client`] that sends `Authorization: Bearer <token>` on every request.
+pub fn authed_client(ca: Option<&Path>, token: &str) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).context("token header")?;
+    v.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, v);
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(10));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    Ok(b.build()?)
+}
+
 /// Runs `attestd dev-pki` for `names` (the CA under `certs` is created once
 /// and reused).
 fn dev_pki(bin: &Path, certs: &Path, names: &[String]) -> anyhow::Result<()> {
@@ -645,10 +698,19 @@ fn node_toml(
     tls: &str,
     cluster_tail: &str,
 ) -> String {
+    let mut evidence = format!("[evidence]\ncollateral_grace_s = {}\n", spec.collateral_grace_s);
+    if let Some(t) = &spec.pinned_verification_time {
+        evidence.push_str(&format!("pinned_time = \"{t}\"\n"));
+    }
+    let auth = format!(
+        "[[auth.issuers]]\nissuer = \"https://dev-issuer.attestd.local\"\naudience = [\"https://attest.azure.net\"]\n\
+         jwks_path = \"{}\"\n",
+        spec.dir.join("certs").join("auth-jwks.json").display()
+    );
     format!(
         "[node]\nid = {id}\nregion = \"{region}\"\ndata_dir = \"{data}\"\n\n\
          [listen]\napi = \"{api}\"\nraft = \"{raft}\"\n\n\
-         {tls}\n[raft]\n{raft_toml}\n{extra}\n\
+         {tls}\n[raft]\n{raft_toml}\n{evidence}\n{auth}\n{extra}\n\
          [cluster]\nprimary_region = \"{p}\"\nsecondary_region = \"{s}\"\n{cluster_tail}",
         data = data_dir.display(),
         raft_toml = spec.raft_toml,

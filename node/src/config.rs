@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use attest_raft::{NodeId, NodeInfo, Timing};
+
+use crate::evidence::pki::parse_rfc3339;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -29,6 +31,69 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub log: LogSection,
+    #[serde(default)]
+    pub tokens: TokensSection,
+    #[serde(default)]
+    pub evidence: EvidenceSection,
+    /// OpenID issuers whose bearer tokens authorize management calls.
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
+}
+
+/// How tokens are issued and which names they carry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensSection {
+    /// DNS domain of provider URIs: a provider's issuer (`iss`) is
+    /// `https://{provider}.{location}.{domain}`, the same in both regions,
+    /// and requests whose `Host` has that shape address that provider.
+    pub domain: String,
+    /// Attestation token lifetime when the policy does not set one (MAA: 8 h).
+    pub default_validity_minutes: u32,
+    /// Upper bound on a policy's `x-ms-attestation-token-validity`-style
+    /// setting; also how long a rotated-out signing key stays published.
+    pub max_validity_minutes: u32,
+    /// Lifetime of management-response tokens (policy and certificate results; MAA: 1 h).
+    pub management_validity_minutes: u32,
+    /// Validity of each node's self-signed signing certificate.
+    pub cert_days: u32,
+}
+
+impl Default for TokensSection {
+    fn default() -> Self {
+        Self {
+            domain: "attest.localhost".into(),
+            default_validity_minutes: 480,
+            max_validity_minutes: 525_600,
+            management_validity_minutes: 60,
+            cert_days: 3650,
+        }
+    }
+}
+
+/// Evidence appraisal settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvidenceSection {
+    /// Verify evidence as of this fixed time (RFC 3339) instead of the
+    /// clock. For tests and for replaying old evidence only: a pinned
+    /// clock accepts collateral that has since expired. Logged at start.
+    pub pinned_time: Option<String>,
+    /// Accept collateral (TCB info, QE identity, CRLs) up to this many
+    /// seconds past its `nextUpdate` when nothing fresher is stored, the
+    /// way Intel's QVL reports expiry as a status rather than a failure.
+    /// 0 (default) = expired collateral fails verification.
+    pub collateral_grace_s: u64,
+    /// Largest decoded evidence (quote / report / TPM bundle) accepted.
+    pub max_evidence_bytes: usize,
+    /// PEM/DER files of TPM attestation-key roots (vendor or cloud vTPM CAs).
+    pub tpm_roots: Vec<PathBuf>,
+}
+
+impl Default for EvidenceSection {
+    fn default() -> Self {
+        Self { pinned_time: None, collateral_grace_s: 0, max_evidence_bytes: 256 << 10, tpm_roots: Vec::new() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -216,6 +281,18 @@ impl Config {
                 ));
             }
         }
+        if let Some(t) = &self.evidence.pinned_time {
+            if parse_rfc3339(t).is_none() {
+                return bad(format!("evidence.pinned_time '{t}' is not an RFC 3339 time"));
+            }
+        }
+        let tk = &self.tokens;
+        if tk.domain.is_empty() || tk.domain.starts_with('.') || tk.domain.contains('/') {
+            return bad(format!("tokens.domain '{}' is not a DNS domain", tk.domain));
+        }
+        if tk.default_validity_minutes == 0 || tk.default_validity_minutes > tk.max_validity_minutes {
+            return bad("tokens: need 0 < default_validity_minutes <= max_validity_minutes".into());
+        }
         let t = &self.raft;
         if t.heartbeat_ms == 0
             || t.election_timeout_min_ms <= t.heartbeat_ms
@@ -250,7 +327,7 @@ impl Config {
     }
 }
 
-const LIST_KEYS: &[&str] = &["join"];
+const LIST_KEYS: &[&str] = &["join", "tpm_roots"];
 
 fn apply_override(table: &mut toml::Table, path: &[String], raw: &str) {
     let (last, parents) = match path.split_last() {

@@ -7,9 +7,15 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod attest;
+pub mod auth;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod evidence;
 pub mod pki;
 pub mod policy;
+pub mod providers;
 pub mod server;
+pub mod signing;
+pub mod token;

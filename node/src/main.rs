@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use attest_node::api::{self, AppState};
+use attest_node::cli;
 use attest_node::config::Config;
 use attest_node::{client, pki, server};
 use attest_raft::{NodeInfo, RaftNode, RaftNodeConfig};
@@ -22,7 +23,10 @@ attestation tokens. Nodes of two paired regions share one Raft-replicated contro
 each node answers attestation from its own applied copy of it.\n\n\
 Start a node:        attestd run --config node.toml\n\
 Make dev TLS certs:  attestd dev-pki --out certs --node node-1 --node node-2\n\
-Look at a cluster:   attestd admin status --url https://127.0.0.1:8101 --ca certs/ca.pem"
+Get a dev token:     export ATTESTD_TOKEN=$(attestd dev-token --dir certs --role Owner)\n\
+Look at a cluster:   attestd admin status --url https://127.0.0.1:8101 --ca certs/ca.pem\n\
+Attest a quote:      attestd attest --url … --ca … --type SgxEnclave quote.bin\n\
+Verify a token:      attestd token verify --url … --ca … token.jwt"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +53,48 @@ enum Cmd {
         #[arg(long = "san")]
         sans: Vec<String>,
     },
+    /// Mint a bearer token from the development OpenID issuer that
+    /// `dev-pki` creates (local clusters and tests only).
+    DevToken {
+        /// The dev-pki output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Reader, Contributor or Owner.
+        #[arg(long, default_value = "Owner")]
+        role: String,
+        #[arg(long, default_value = "dev-operator")]
+        subject: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: i64,
+    },
+    /// Send evidence to /attest/{type} and print the decoded token.
+    Attest(cli::AttestArgs),
+    /// Verify or decode attestation tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: cli::TokenCmd,
+    },
+    /// Create, list, show and delete attestation providers.
+    Provider {
+        #[command(subcommand)]
+        cmd: cli::ProviderCmd,
+    },
+    /// Get, set and reset attestation policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: cli::PolicyCmd,
+    },
+    /// Policy signer certificates of Isolated providers.
+    Certificate {
+        #[command(subcommand)]
+        cmd: cli::CertificateCmd,
+    },
+    /// Attestation collateral in the replicated state.
+    Collateral {
+        #[command(subcommand)]
+        cmd: cli::CollateralCmd,
+    },
     /// Operator commands against a running node.
     Admin {
         #[command(subcommand)]
@@ -56,15 +102,7 @@ enum Cmd {
     },
 }
 
-#[derive(clap::Args)]
-struct Target {
-    /// Base URL of any node, e.g. https://127.0.0.1:8101
-    #[arg(long, env = "ATTESTD_URL")]
-    url: String,
-    /// CA certificate (PEM) that signed the node's TLS certificate.
-    #[arg(long, env = "ATTESTD_CA")]
-    ca: Option<PathBuf>,
-}
+use cli::Target;
 
 #[derive(Subcommand)]
 enum AdminCmd {
@@ -82,6 +120,9 @@ enum AdminCmd {
     Drain(Target),
     /// Undo `drain`.
     Undrain(Target),
+    /// New token-signing keys for this node: published first, then used;
+    /// the old keys stay in /certs until every token they signed expired.
+    RotateKeys(Target),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,9 +132,24 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run { config } => rt.block_on(run(config)),
         Cmd::DevPki { out, nodes, sans } => {
             pki::generate(&out, &nodes, &sans)?;
-            println!("wrote CA and {} node certificate(s) to {}", nodes.len(), out.display());
+            attest_node::auth::dev_issuer(&out).context("creating the dev OpenID issuer")?;
+            println!("wrote CA, {} node certificate(s) and a dev token issuer to {}", nodes.len(), out.display());
             Ok(())
         }
+        Cmd::DevToken { dir, role, subject, ttl } => {
+            let role = attest_node::auth::Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("role must be Reader, Contributor or Owner"))?;
+            let t = attest_node::auth::mint_dev_token(&dir, &subject, role, api::system_clock(), ttl)
+                .context("minting a dev token (run `attestd dev-pki` first)")?;
+            println!("{t}");
+            Ok(())
+        }
+        Cmd::Attest(a) => rt.block_on(cli::attest(a)),
+        Cmd::Token { cmd } => rt.block_on(cli::token(cmd)),
+        Cmd::Provider { cmd } => rt.block_on(cli::provider(cmd)),
+        Cmd::Policy { cmd } => rt.block_on(cli::policy(cmd)),
+        Cmd::Certificate { cmd } => rt.block_on(cli::certificate(cmd)),
+        Cmd::Collateral { cmd } => rt.block_on(cli::collateral(cmd)),
         Cmd::Admin { cmd } => rt.block_on(admin(cmd)),
     }
 }
@@ -108,10 +164,14 @@ async fn admin(cmd: AdminCmd) -> anyhow::Result<()> {
         ),
         AdminCmd::Drain(t) => (t, "POST", "/admin/drain".to_string()),
         AdminCmd::Undrain(t) => (t, "POST", "/admin/undrain".to_string()),
+        AdminCmd::RotateKeys(t) => (t, "POST", "/admin/rotate-keys".to_string()),
     };
     let http = client::http_client(target.ca.as_deref())?;
     let url = format!("{}{}", target.url.trim_end_matches('/'), path);
-    let req = if method == "GET" { http.get(&url) } else { http.post(&url) };
+    let mut req = if method == "GET" { http.get(&url) } else { http.post(&url) };
+    if let Some(t) = &target.token {
+        req = req.bearer_auth(t);
+    }
     let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.context("decoding response")?;
@@ -211,7 +271,52 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen.api)
         .await
         .with_context(|| format!("binding API listener {}", cfg.listen.api))?;
+    let now = api::system_clock();
+    let keys = Arc::new(
+        attest_node::signing::KeyRing::open(
+            &cfg.node.data_dir,
+            cfg.node.id,
+            &cfg.node.region,
+            now,
+            cfg.tokens.cert_days,
+        )
+        .context("loading the token signing keys")?,
+    );
+    let pinned_time = match &cfg.evidence.pinned_time {
+        Some(t) => {
+            let secs = attest_node::evidence::pki::parse_rfc3339(t).context("evidence.pinned_time")?;
+            tracing::warn!(pinned_time = %t, "evidence is verified at a PINNED time, not the clock (tests/replay only)");
+            Some(secs)
+        }
+        None => None,
+    };
+    let mut anchors = attest_node::evidence::TrustAnchors::builtin();
+    for root in &cfg.evidence.tpm_roots {
+        let bytes = std::fs::read(root).with_context(|| format!("reading TPM root {}", root.display()))?;
+        anchors = anchors.with_tpm_root(&bytes).with_context(|| format!("TPM root {}", root.display()))?;
+    }
+    let engine = Arc::new(attest_node::attest::Engine::new(
+        attest_node::attest::EngineConfig {
+            node_id: cfg.node.id,
+            region: cfg.node.region.clone(),
+            pinned_time,
+            collateral_grace_s: cfg.evidence.collateral_grace_s,
+            max_evidence_bytes: cfg.evidence.max_evidence_bytes,
+            default_validity_minutes: cfg.tokens.default_validity_minutes,
+            max_validity_minutes: cfg.tokens.max_validity_minutes,
+        },
+        anchors,
+        keys.clone(),
+    ));
+    let auth = Arc::new(attest_node::auth::Authenticator::new(&cfg.auth).context("loading [auth]")?);
+    if cfg.auth.issuers.is_empty() {
+        tracing::warn!("no [auth] issuers configured: every management call will be refused (401)");
+    }
+    tokio::spawn(publish_keys(node.control.clone(), keys.clone(), cfg.clone()));
     let state = AppState {
+        engine,
+        auth,
+        clock: Arc::new(api::system_clock),
         control: node.control.clone(),
         config: Arc::new(cfg.clone()),
         prometheus,
@@ -229,6 +334,28 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(15), http).await;
     node.shutdown().await;
     Ok(())
+}
+
+/// Keeps this node's signing certificates published in the replicated
+/// state (retrying while the control plane is read-only or electing) and
+/// removes its own retired certificates once no token they signed can
+/// still be valid.
+async fn publish_keys(control: Arc<attest_raft::ControlPlane>, keys: Arc<attest_node::signing::KeyRing>, cfg: Config) {
+    let timeout = Duration::from_millis(cfg.limits.write_timeout_ms);
+    let retention = i64::from(cfg.tokens.max_validity_minutes) * 60;
+    loop {
+        let missing = control.state.read(|s| s.topology.is_some() && !keys.unpublished(s).is_empty());
+        if missing {
+            match keys.publish(&control, timeout).await {
+                Ok(n) if n > 0 => tracing::info!(certificates = n, "published token signing certificates"),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "publishing signing certificates; will retry"),
+            }
+        }
+        let _ = keys.collect_retired(&control, api::system_clock(), retention, timeout).await;
+        let pause = if missing { Duration::from_secs(1) } else { Duration::from_secs(30) };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 async fn wait_for_signal() {

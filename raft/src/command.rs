@@ -77,6 +77,13 @@ pub enum Command {
         signer_certs: Vec<String>,
         /// Shared (regional default) providers cannot have their policies changed.
         shared: bool,
+        /// Home region: part of the provider's URI and so of its tokens'
+        /// `iss`, which stays the same when the other region serves it.
+        #[serde(default)]
+        location: String,
+        /// Attest calls need a Reader bearer token (custom providers only).
+        #[serde(default)]
+        attest_requires_auth: bool,
     },
     DeleteProvider {
         name: String,

@@ -33,6 +33,12 @@ pub struct Provider {
     pub token_alg: String,
     pub shared: bool,
     pub created_at_index: u64,
+    /// Home region (empty in entries written before it existed: the
+    /// cluster's primary region).
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub attest_requires_auth: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +183,15 @@ impl ControlState {
                 self.topology = Some(t);
                 (None, None)
             }
-            Command::CreateProvider { name, trust_model, token_alg, signer_certs, shared } => {
+            Command::CreateProvider {
+                name,
+                trust_model,
+                token_alg,
+                signer_certs,
+                shared,
+                location,
+                attest_requires_auth,
+            } => {
                 let key = provider_key(name);
                 if self.providers.contains_key(&key) {
                     return (err("Conflict", format!("provider '{name}' already exists")), None);
@@ -188,6 +202,8 @@ impl ControlState {
                     token_alg: token_alg.clone(),
                     shared: *shared,
                     created_at_index: index,
+                    location: location.clone(),
+                    attest_requires_auth: *attest_requires_auth,
                 };
                 put(muts, format!("provider/{key}"), &p);
                 self.providers.insert(key, p);
@@ -275,6 +291,22 @@ impl ControlState {
                     return (err("ProviderNotFound", format!("provider '{provider}' does not exist")), None);
                 }
                 let k = signer_key(provider, thumbprint);
+                // MAA refuses to remove an Isolated provider's last signer: it
+                // could never change its policy again. Checked here, in the
+                // log order, so two concurrent removals cannot both pass.
+                let isolated =
+                    self.providers.get(&provider_key(provider)).is_some_and(|p| p.trust_model == TrustModel::Isolated);
+                let prefix = format!("{}/", provider_key(provider));
+                let remaining = self.signers.keys().filter(|x| x.starts_with(&prefix) && **x != k).count();
+                if isolated && self.signers.contains_key(&k) && remaining == 0 {
+                    return (
+                        err(
+                            "InvalidOperation",
+                            "the last policy signer certificate of an Isolated provider cannot be removed".to_string(),
+                        ),
+                        None,
+                    );
+                }
                 if self.signers.remove(&k).is_some() {
                     muts.push(Mutation::Delete { key: format!("signer/{k}") });
                 }
@@ -448,7 +480,34 @@ mod tests {
             token_alg: "RS256".into(),
             signer_certs: vec![],
             shared,
+            location: String::new(),
+            attest_requires_auth: false,
         }
+    }
+
+    #[test]
+    fn last_isolated_signer_cannot_be_removed() {
+        let mut s = ControlState::default();
+        let create = Command::CreateProvider {
+            name: "iso".into(),
+            trust_model: TrustModel::Isolated,
+            token_alg: "RS256".into(),
+            signer_certs: vec!["a".into()],
+            shared: false,
+            location: "eastus2".into(),
+            attest_requires_auth: false,
+        };
+        assert!(s.apply(1, &req("c", create), 0).0.error.is_none());
+        let tp = pem_thumbprint("a");
+        let add = Command::AddSigner { provider: "iso".into(), thumbprint: "B".into(), cert_pem: "b".into() };
+        assert!(s.apply(2, &req("add", add), 0).0.error.is_none());
+        let rm =
+            |id: &str, t: &str| req(id, Command::RemoveSigner { provider: "iso".into(), thumbprint: t.to_string() });
+        assert!(s.apply(3, &rm("r1", "B"), 0).0.error.is_none());
+        let (r, m) = s.apply(4, &rm("r2", &tp), 0);
+        assert_eq!(r.error.map(|e| e.code), Some("InvalidOperation".to_string()));
+        assert!(m.iter().all(|m| !matches!(m, Mutation::Delete { key } if key.starts_with("signer/"))));
+        assert_eq!(s.signers.len(), 1);
     }
 
     #[test]

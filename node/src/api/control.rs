@@ -1,4 +1,6 @@
-//! Providers and policies through the replicated control plane.
+//! Provider management through the replicated control plane (attestd's
+//! own API; MAA does this through ARM), and the write/read plumbing the
+//! MAA routes in [`super::maa`] share.
 //!
 //! Writes go through `ControlPlane::write` on any node (forwarded to the
 //! leader). Reads answer from this node's applied state by default and say
@@ -10,13 +12,12 @@
 //! command's request id, so a retried write is applied at most once and
 //! answered with the first result.
 //!
-//! Policies are opaque documents here; the policy language and MAA's
-//! `/policies/{type}` routes on provider host names build on this.
+//! Roles: listing and reading providers needs Reader, creating and
+//! deleting them Owner.
 
 use std::time::Duration;
 
 use attest_raft::command::{Command, TrustModel};
-use attest_raft::state::policy_key;
 use attest_raft::{Request as RaftRequest, WriteOutcome};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,30 +29,15 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
+use super::maa::authorize;
 use super::middleware::CLIENT_REQUEST_ID;
 use super::AppState;
+use crate::auth::Role;
+use crate::providers::{self, ProviderView};
 
-/// MAA's attestation types, in their canonical spelling. Route segments
-/// match case-insensitively.
-pub const ATTESTATION_TYPES: &[&str] = &["SgxEnclave", "OpenEnclave", "TdxVm", "SevSnpVm", "Tpm"];
-
-pub fn canonical_type(s: &str) -> ApiResult<&'static str> {
-    ATTESTATION_TYPES.iter().copied().find(|t| t.eq_ignore_ascii_case(s)).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "unknown attestation type '{s}'; expected one of {}",
-            ATTESTATION_TYPES.join(", ")
-        ))
-    })
-}
-
-/// MAA's provider name rule: 3–24 characters, letters, digits and `-`
-/// (no leading or trailing hyphen).
+/// MAA's provider name rule (see [`providers::valid_name`]).
 pub fn validate_provider_name(name: &str) -> ApiResult<()> {
-    let ok = (3..=24).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if providers::valid_name(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
@@ -78,7 +64,7 @@ fn request_id(headers: &HeaderMap) -> ApiResult<Option<String>> {
     Ok(Some(s.to_string()))
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLarge", "request body exceeds the configured limit")
@@ -101,7 +87,7 @@ fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
-async fn write(app: &AppState, headers: &HeaderMap, command: Command) -> ApiResult<WriteOutcome> {
+pub(super) async fn write(app: &AppState, headers: &HeaderMap, command: Command) -> ApiResult<WriteOutcome> {
     let mut req: RaftRequest = app.control.request("api", command);
     if let Some(id) = request_id(headers)? {
         req.request_id = id;
@@ -124,22 +110,27 @@ async fn write(app: &AppState, headers: &HeaderMap, command: Command) -> ApiResu
     Ok(out)
 }
 
+/// Headers describing a control-plane write: its log index and the
+/// replication mode it was acknowledged in.
+pub(super) fn write_headers(out: &WriteOutcome) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-attest-replication-mode", HeaderValue::from_static(out.mode.as_str()));
+    if let Ok(v) = HeaderValue::from_str(&out.index.to_string()) {
+        h.insert("x-attest-log-index", v);
+    }
+    h
+}
+
 fn write_response(status: StatusCode, out: &WriteOutcome, mut body: Value) -> Response {
     body["index"] = json!(out.index);
     body["replicationMode"] = json!(out.mode.as_str());
     body["secondaryDurable"] = json!(out.secondary_durable);
     body["duplicate"] = json!(out.duplicate);
-    let mut resp = (status, Json(body)).into_response();
-    let h = resp.headers_mut();
-    h.insert("x-attest-replication-mode", HeaderValue::from_static(out.mode.as_str()));
-    if let Ok(v) = HeaderValue::from_str(&out.index.to_string()) {
-        h.insert("x-attest-log-index", v);
-    }
-    resp
+    (status, write_headers(out), Json(body)).into_response()
 }
 
 /// Applies the read consistency and returns headers describing it.
-async fn read_view(app: &AppState, q: &ReadQuery) -> ApiResult<HeaderMap> {
+pub(super) async fn read_view(app: &AppState, q: &ReadQuery) -> ApiResult<HeaderMap> {
     let linearizable = match q.consistency.as_deref() {
         None | Some("local") => false,
         Some("linearizable") => true,
@@ -168,6 +159,12 @@ pub struct CreateProvider {
     token_signing_algorithm: String,
     #[serde(default)]
     policy_signing_certificates: Vec<String>,
+    /// Home region (default: the primary region).
+    #[serde(default)]
+    location: Option<String>,
+    /// Attest calls need a Reader token.
+    #[serde(default)]
+    attest_requires_auth: bool,
 }
 
 fn default_trust() -> String {
@@ -177,13 +174,36 @@ fn default_alg() -> String {
     "RS256".into()
 }
 
-fn provider_json(p: &attest_raft::state::Provider) -> Value {
+fn provider_json(p: &ProviderView, created_at_index: Option<u64>) -> Value {
     json!({
         "name": p.name,
         "trustModel": match p.trust_model { TrustModel::Aad => "AAD", TrustModel::Isolated => "Isolated" },
-        "tokenSigningAlgorithm": p.token_alg,
+        "tokenSigningAlgorithm": p.token_alg.as_str(),
         "shared": p.shared,
-        "createdAtIndex": p.created_at_index,
+        "location": p.location,
+        "attestUri": p.issuer,
+        "attestRequiresAuth": p.attest_requires_auth,
+        "status": "Ready",
+        "createdAtIndex": created_at_index,
+    })
+}
+
+fn regions(app: &AppState) -> Vec<String> {
+    let c = &app.config.cluster;
+    app.control.state.read(|s| providers::regions(s, &c.primary_region, c.secondary_region.as_deref()))
+}
+
+fn view(app: &AppState, name: &str) -> Option<(ProviderView, Option<u64>)> {
+    let domain = &app.config.tokens.domain;
+    let regions = regions(app);
+    if let Some(p) = providers::shared_provider(name, &regions, domain) {
+        return Some((p, None));
+    }
+    let primary = regions.first().cloned().unwrap_or_default();
+    app.control.state.read(|s| {
+        s.providers
+            .get(&name.to_ascii_lowercase())
+            .map(|p| (providers::stored_provider(p, &primary, domain), Some(p.created_at_index)))
     })
 }
 
@@ -194,12 +214,23 @@ pub async fn create_provider(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
     validate_provider_name(&name)?;
+    authorize(&app, &headers, Role::Owner).await?;
+    let regions = regions(&app);
+    if regions.iter().any(|r| providers::shared_name(r) == name.to_ascii_lowercase()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("'{name}' is the name of a shared regional provider"),
+        ));
+    }
     let body = body_bytes(body)?;
     let req: CreateProvider = if body.is_empty() {
         CreateProvider {
             trust_model: default_trust(),
             token_signing_algorithm: default_alg(),
             policy_signing_certificates: vec![],
+            location: None,
+            attest_requires_auth: false,
         }
     } else {
         require_json(&headers)?;
@@ -210,49 +241,77 @@ pub async fn create_provider(
         t if t.eq_ignore_ascii_case("isolated") => TrustModel::Isolated,
         other => return Err(ApiError::bad_request(format!("trustModel must be AAD or Isolated, not '{other}'"))),
     };
-    if !["RS256", "ES256", "PS256"].contains(&req.token_signing_algorithm.as_str()) {
-        return Err(ApiError::bad_request("tokenSigningAlgorithm must be RS256, ES256 or PS256"));
-    }
+    let alg = crate::token::TokenAlg::parse(&req.token_signing_algorithm)
+        .ok_or_else(|| ApiError::bad_request("tokenSigningAlgorithm must be RS256, ES256 or PS256"))?;
     if trust_model == TrustModel::Isolated && req.policy_signing_certificates.is_empty() {
         return Err(ApiError::bad_request("an Isolated provider needs at least one policy signing certificate"));
     }
     for pem in &req.policy_signing_certificates {
-        if !pem.contains("-----BEGIN CERTIFICATE-----") || pem.len() > 64 << 10 {
+        let der = crate::signing::pem_to_der(pem).filter(|_| pem.contains("-----BEGIN CERTIFICATE-----"));
+        let ok =
+            pem.len() <= 64 << 10 && der.as_deref().is_some_and(|d| x509_parser::parse_x509_certificate(d).is_ok());
+        if !ok {
             return Err(ApiError::bad_request(
-                "policySigningCertificates must be PEM certificates (at most 64 KiB each)",
+                "policySigningCertificates must be PEM X.509 certificates (at most 64 KiB each)",
             ));
         }
     }
+    let location = match req.location {
+        None => regions.first().cloned().unwrap_or_else(|| app.config.cluster.primary_region.clone()),
+        Some(l) => regions.iter().find(|r| r.eq_ignore_ascii_case(&l)).cloned().ok_or_else(|| {
+            ApiError::bad_request(format!("location '{l}' is not a region of this cluster ({})", regions.join(", ")))
+        })?,
+    };
     let cmd = Command::CreateProvider {
-        name: name.clone(),
+        name: name.to_ascii_lowercase(),
         trust_model,
-        token_alg: req.token_signing_algorithm,
+        token_alg: alg.as_str().to_string(),
         signer_certs: req.policy_signing_certificates,
         shared: false,
+        location,
+        attest_requires_auth: req.attest_requires_auth,
     };
     let out = write(&app, &headers, cmd).await?;
-    let p = app.control.state.read(|s| s.providers.get(&name.to_ascii_lowercase()).cloned());
-    let body = p.as_ref().map(provider_json).unwrap_or_else(|| json!({"name": name}));
+    let body = view(&app, &name).map(|(p, i)| provider_json(&p, i)).unwrap_or_else(|| json!({"name": name}));
     Ok(write_response(StatusCode::CREATED, &out, body))
 }
 
 pub async fn get_provider(
     State(app): State<AppState>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     Query(q): Query<ReadQuery>,
 ) -> ApiResult<Response> {
     validate_provider_name(&name)?;
+    authorize(&app, &headers, Role::Reader).await?;
     let h = read_view(&app, &q).await?;
-    let p = app.control.state.read(|s| s.providers.get(&name.to_ascii_lowercase()).cloned());
-    match p {
-        Some(p) => Ok((h, Json(provider_json(&p))).into_response()),
+    match view(&app, &name) {
+        Some((p, i)) => Ok((h, Json(provider_json(&p, i))).into_response()),
         None => Err(ApiError::not_found("ProviderNotFound", format!("provider '{name}' does not exist"))),
     }
 }
 
-pub async fn list_providers(State(app): State<AppState>, Query(q): Query<ReadQuery>) -> ApiResult<Response> {
+pub async fn list_providers(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> ApiResult<Response> {
+    authorize(&app, &headers, Role::Reader).await?;
     let h = read_view(&app, &q).await?;
-    let list: Vec<Value> = app.control.state.read(|s| s.providers.values().map(provider_json).collect());
+    let domain = &app.config.tokens.domain;
+    let regions = regions(&app);
+    let mut list: Vec<Value> = regions
+        .iter()
+        .filter_map(|r| providers::shared_provider(&providers::shared_name(r), &regions, domain))
+        .map(|p| provider_json(&p, None))
+        .collect();
+    let primary = regions.first().cloned().unwrap_or_default();
+    list.extend(app.control.state.read(|s| {
+        s.providers
+            .values()
+            .map(|p| provider_json(&providers::stored_provider(p, &primary, domain), Some(p.created_at_index)))
+            .collect::<Vec<_>>()
+    }));
     Ok((h, Json(json!({"value": list}))).into_response())
 }
 
@@ -262,104 +321,14 @@ pub async fn delete_provider(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     validate_provider_name(&name)?;
-    let out = write(&app, &headers, Command::DeleteProvider { name: name.clone() }).await?;
+    authorize(&app, &headers, Role::Owner).await?;
+    if view(&app, &name).is_some_and(|(p, _)| p.shared) {
+        return Err(
+            ApiError::bad_request(format!("shared provider '{name}' cannot be deleted")).with_code("InvalidOperation")
+        );
+    }
+    let out = write(&app, &headers, Command::DeleteProvider { name: name.to_ascii_lowercase() }).await?;
     Ok(write_response(StatusCode::OK, &out, json!({"name": name, "deleted": true})))
-}
-
-pub async fn get_policy(
-    State(app): State<AppState>,
-    Path((provider, policy)): Path<(String, String)>,
-    Query(q): Query<ReadQuery>,
-) -> ApiResult<Response> {
-    validate_provider_name(&provider)?;
-    let ty = canonical_type(&policy)?;
-    let h = read_view(&app, &q).await?;
-    let (exists, rec) = app.control.state.read(|s| {
-        (s.providers.contains_key(&provider.to_ascii_lowercase()), s.policies.get(&policy_key(&provider, ty)).cloned())
-    });
-    if !exists {
-        return Err(ApiError::not_found("ProviderNotFound", format!("provider '{provider}' does not exist")));
-    }
-    let body = match rec {
-        Some(r) => json!({"attestationType": ty, "policy": r.document, "version": r.version, "meta": r.meta}),
-        None => json!({"attestationType": ty, "policy": null, "version": 0}),
-    };
-    Ok((h, Json(body)).into_response())
-}
-
-/// `PUT /providers/{p}/policies/{type}`: the body is the policy document,
-/// as `text/plain` (MAA sends a JWS this way) or a JSON string.
-pub async fn set_policy(
-    State(app): State<AppState>,
-    Path((provider, policy)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    validate_provider_name(&provider)?;
-    let ty = canonical_type(&policy)?;
-    let body = body_bytes(body)?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let document = match mime.as_str() {
-        "text/plain" => String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("policy must be UTF-8"))?,
-        "application/json" => serde_json::from_slice::<String>(&body)
-            .map_err(|e| ApiError::bad_request(format!("policy body must be a JSON string: {e}")))?,
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "InvalidParameter",
-                "Content-Type must be text/plain or application/json",
-            ))
-        }
-    };
-    if document.trim().is_empty() {
-        return Err(ApiError::bad_request("policy document is empty"));
-    }
-    if document.len() > app.config.limits.max_policy_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLarge",
-            format!("policy exceeds {} bytes", app.config.limits.max_policy_bytes),
-        ));
-    }
-    let hash = {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(ring::digest::digest(&ring::digest::SHA256, document.as_bytes()).as_ref())
-    };
-    let cmd = Command::SetPolicy {
-        provider: provider.clone(),
-        attestation_type: ty.to_string(),
-        document,
-        meta: json!({"sha256": hash}),
-    };
-    let out = write(&app, &headers, cmd).await?;
-    Ok(write_response(
-        StatusCode::OK,
-        &out,
-        json!({"attestationType": ty, "policyResolution": "Updated", "sha256": hash}),
-    ))
-}
-
-/// `POST /providers/{p}/policies/{type}:reset` (axum sees `{type}:reset`
-/// as one segment).
-pub async fn policy_action(
-    State(app): State<AppState>,
-    Path((provider, policy)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    validate_provider_name(&provider)?;
-    let Some(ty) = policy.strip_suffix(":reset") else {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "InvalidOperation",
-            "POST supports only {type}:reset",
-        ));
-    };
-    let ty = canonical_type(ty)?;
-    let cmd = Command::ResetPolicy { provider: provider.clone(), attestation_type: ty.to_string() };
-    let out = write(&app, &headers, cmd).await?;
-    Ok(write_response(StatusCode::OK, &out, json!({"attestationType": ty, "policyResolution": "Removed"})))
 }
 
 pub async fn not_found() -> ApiError {

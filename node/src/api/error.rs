@@ -29,6 +29,12 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// Same error with another MAA code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
     pub fn retry_after(mut self, s: u64) -> Self {
         self.retry_after_s = Some(s);
         self

@@ -1,4 +1,5 @@
-//! What wraps every request: an `x-ms-request-id` on every response
+//! What wraps every request: case-insensitive route names
+//! ([`normalize_path`]), an `x-ms-request-id` on every response
 //! (propagated from the client's `x-ms-client-request-id` when given),
 //! load shedding beyond `limits.max_concurrent_requests` (503 +
 //! `Retry-After` instead of an unbounded queue), and request metrics.
@@ -51,4 +52,47 @@ pub async fn wrap(State(app): State<AppState>, req: Request, next: Next) -> Resp
         .increment(1);
     metrics::histogram!("attest_http_request_seconds", "route" => route).record(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Path segments that are route names, in their canonical spelling.
+const ROUTE_WORDS: &[&str] = &[
+    "attest",
+    "policies",
+    "certificates",
+    "certificates:add",
+    "certificates:remove",
+    "certs",
+    ".well-known",
+    "openid-configuration",
+    "providers",
+    "admin",
+    "health",
+    "metrics",
+];
+
+/// Rewrite route-name segments to their canonical case (`/Attest/…`,
+/// `/CERTS`) so routing is case-insensitive; parameters (provider names,
+/// attestation types) are matched case-insensitively by their handlers.
+pub fn normalize_path(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if !path.split('/').any(|seg| ROUTE_WORDS.iter().any(|w| w.eq_ignore_ascii_case(seg) && *w != seg)) {
+        return req;
+    }
+    let fixed: Vec<&str> = path
+        .split('/')
+        .map(|seg| ROUTE_WORDS.iter().copied().find(|w| w.eq_ignore_ascii_case(seg)).unwrap_or(seg))
+        .collect();
+    let mut p = fixed.join("/");
+    if let Some(q) = req.uri().query() {
+        p.push('?');
+        p.push_str(q);
+    }
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = p.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
 }

@@ -1,14 +1,17 @@
 //! The HTTP API. Only this module touches HTTP types.
 //!
 //! One route group per file: `health` (probes), `metrics` (Prometheus),
-//! `control` (providers and policies through the replicated control
-//! plane), `admin` (operator views and actions). `middleware` holds what
-//! wraps every request: request ids, limits, load shedding, metrics.
+//! `maa` (Azure Attestation's data-plane contract: attest, policies,
+//! certificates, certs, OpenID metadata), `control` (provider management
+//! through the replicated control plane), `admin` (operator views and
+//! actions). `middleware` holds what wraps every request: request ids,
+//! path normalisation, limits, load shedding, metrics.
 
 pub mod admin;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod maa;
 pub mod metrics;
 pub mod middleware;
 
@@ -34,22 +37,53 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     pub started: Instant,
     pub limiter: Arc<tokio::sync::Semaphore>,
+    pub engine: Arc<crate::attest::Engine>,
+    pub auth: Arc<crate::auth::Authenticator>,
+    /// Wall clock in Unix seconds (injectable for tests).
+    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+/// The system clock in Unix seconds.
+pub fn system_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
-    Router::new()
+    let inner = Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::render))
+        // MAA data plane, provider from the Host name (or the shared one).
+        .route("/attest/{type}", post(maa::attest))
+        .route("/policies/{type}", get(maa::get_policy).put(maa::put_policy).post(maa::policy_action))
+        .route("/certificates", get(maa::get_certificates))
+        .route("/certificates:add", post(maa::add_certificate))
+        .route("/certificates:remove", post(maa::remove_certificate))
+        .route("/certs", get(maa::certs))
+        .route("/.well-known/openid-configuration", get(maa::openid))
+        // The same under a path prefix.
+        .route("/providers/{provider}/attest/{type}", post(maa::attest_p))
+        .route(
+            "/providers/{provider}/policies/{type}",
+            get(maa::get_policy_p).put(maa::put_policy_p).post(maa::policy_action_p),
+        )
+        .route("/providers/{provider}/certificates", get(maa::get_certificates_p))
+        .route("/providers/{provider}/certificates:add", post(maa::add_certificate_p))
+        .route("/providers/{provider}/certificates:remove", post(maa::remove_certificate_p))
+        .route("/providers/{provider}/certs", get(maa::certs_p))
+        .route("/providers/{provider}/.well-known/openid-configuration", get(maa::openid_p))
+        // Provider management.
         .route("/providers", get(control::list_providers))
         .route(
             "/providers/{provider}",
             get(control::get_provider).put(control::create_provider).delete(control::delete_provider),
         )
-        .route(
-            "/providers/{provider}/policies/{policy}",
-            get(control::get_policy).put(control::set_policy).post(control::policy_action),
-        )
+        .route("/admin/collateral", get(admin::list_collateral))
+        .route("/admin/collateral/{name}", axum::routing::put(admin::put_collateral).delete(admin::delete_collateral))
+        .route("/admin/rotate-keys", post(admin::rotate_keys))
         .route("/admin/status", get(admin::status))
         .route("/admin/state", get(admin::state))
         .route("/admin/log", get(admin::log))
@@ -58,5 +92,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(control::not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::wrap))
-        .with_state(state)
+        .with_state(state);
+    // Route names match case-insensitively (MAA's do): normalise the path
+    // before routing, which a layer on the router itself would run after.
+    Router::new().fallback_service(tower::util::MapRequest::new(inner, middleware::normalize_path))
 }

@@ -189,6 +189,9 @@ pub struct CollateralStore {
     pub(crate) tpm_cas: HashMap<Vec<u8>, Vec<Arc<CertInfo>>>,
     rejected: Vec<RejectedBlob>,
     cache: Mutex<HashMap<[u8; 32], Arc<dyn std::any::Any + Send + Sync>>>,
+    /// Seconds past `nextUpdate` that collateral is still accepted when
+    /// nothing current is stored (see [`CollateralStore::with_grace`]).
+    grace_s: i64,
 }
 
 // --- raw JSON helpers -------------------------------------------------------
@@ -413,6 +416,7 @@ impl CollateralStore {
             tpm_cas: HashMap::new(),
             rejected,
             cache: Mutex::new(HashMap::new()),
+            grace_s: 0,
         };
 
         // Phase 1: certificates. CAs first (issued by a root), then leaves.
@@ -597,6 +601,17 @@ impl CollateralStore {
         Ok(())
     }
 
+    /// Accept collateral up to `secs` past its `nextUpdate` when no current
+    /// copy is stored. Intel's QVL reports expired collateral as a status
+    /// rather than failing; an operator who cannot refresh collateral for a
+    /// while (PCS outage, air gap) sets a bounded grace instead of letting
+    /// every attestation fail. Uses are counted in
+    /// `attest_collateral_grace_used_total`. Default 0.
+    pub fn with_grace(mut self, secs: u64) -> Self {
+        self.grace_s = i64::try_from(secs).unwrap_or(i64::MAX);
+        self
+    }
+
     /// The replicated collateral version this store was built from.
     pub fn version(&self) -> u64 {
         self.version
@@ -621,14 +636,14 @@ impl CollateralStore {
     pub(crate) fn tcb_info(&self, tee: TeeKind, fmspc: &[u8; 6], at: i64) -> Result<Arc<VerifiedTcbInfo>> {
         let what = || format!("{tee:?} TCB info for FMSPC {}", hex::encode_upper(fmspc));
         let list = self.tcb_infos.get(&(tee, *fmspc)).ok_or_else(|| EvidenceError::missing(what()))?;
-        pick_valid(list, at, |t| (t.issue_date, t.next_update, t.info.tcb_evaluation_data_number), what)
+        pick_valid(list, at, self.grace_s, |t| (t.issue_date, t.next_update, t.info.tcb_evaluation_data_number), what)
     }
 
     /// The QE identity `id` (`QE` / `TD_QE`) valid at `at`.
     pub(crate) fn qe_identity(&self, id: &str, at: i64) -> Result<Arc<VerifiedQeIdentity>> {
         let what = || format!("{id} identity");
         let list = self.qe_identities.get(id).ok_or_else(|| EvidenceError::missing(what()))?;
-        pick_valid(list, at, |q| (q.issue_date, q.next_update, q.tcb_evaluation_data_number), what)
+        pick_valid(list, at, self.grace_s, |q| (q.issue_date, q.next_update, q.tcb_evaluation_data_number), what)
     }
 
     /// Check `cert` against the CRL of its issuer, which must be present and current.
@@ -638,6 +653,7 @@ impl CollateralStore {
         let crl = pick_valid(
             list,
             at,
+            self.grace_s,
             |c| (c.this_update, c.next_update.unwrap_or(i64::MAX), c.this_update.max(0) as u32),
             what,
         )?;
@@ -671,6 +687,7 @@ impl CollateralStore {
 fn pick_valid<T>(
     list: &[Arc<T>],
     at: i64,
+    grace_s: i64,
     window: impl Fn(&T) -> (i64, i64, u32),
     what: impl Fn() -> String,
 ) -> Result<Arc<T>> {
@@ -686,6 +703,21 @@ fn pick_valid<T>(
         });
     if let Some(b) = best {
         return Ok(b.clone());
+    }
+    // Nothing current: the most recently expired copy still inside the grace.
+    if grace_s > 0 {
+        let stale = list
+            .iter()
+            .filter(|x| {
+                let (from, to, _) = window(x);
+                from <= at && to < at && at <= to.saturating_add(grace_s)
+            })
+            .max_by_key(|x| window(x).1);
+        if let Some(x) = stale {
+            metrics::counter!("attest_collateral_grace_used_total").increment(1);
+            tracing::debug!(what = %what(), "using expired collateral inside the configured grace");
+            return Ok(x.clone());
+        }
     }
     // Nothing valid: report the newest expired one, else the earliest future one.
     if let Some(x) = list.iter().filter(|x| window(x).1 < at).max_by_key(|x| window(x).1) {
