@@ -129,6 +129,12 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 pub fn http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    Ok(client_builder(ca)?.build()?)
+}
+
+/// The client settings every harness client shares: rustls, bounded
+/// timeouts, and `ca` (the cluster's dev CA) trusted when given.
+fn client_builder(ca: Option<&Path>) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(Duration::from_secs(30))
@@ -138,7 +144,7 @@ pub fn http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
-    Ok(b.build()?)
+    Ok(b)
 }
 
 impl Cluster {
@@ -657,17 +663,7 @@ pub fn authed_client(ca: Option<&Path>, token: &str) -> anyhow::Result<reqwest::
     let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).context("token header")?;
     v.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, v);
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .default_headers(headers)
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(10));
-    if let Some(ca) = ca {
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-    }
-    Ok(b.build()?)
+    Ok(client_builder(ca)?.default_headers(headers).build()?)
 }
 
 /// Runs `attestd dev-pki` for `names` (the CA under `certs` is created once

@@ -44,13 +44,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Map, Value};
+
+use crate::token::keys::{pem_decode, pem_encode};
 
 /// Largest accepted `Authorization` header value.
 pub const MAX_AUTHORIZATION_LEN: usize = 16 * 1024;
@@ -951,26 +953,6 @@ struct DevKey {
 
 fn io_err(action: &str, path: &Path, e: std::io::Error) -> AuthError {
     AuthError::Config(format!("{action} {}: {e}", path.display()))
-}
-
-fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn pem_decode(label: &str, text: &str) -> Option<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)? + begin.len();
-    let stop = start + text[start..].find(&end)?;
-    let b64: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
-    STANDARD.decode(b64).ok()
 }
 
 /// A unique sibling path for writing `path` atomically.

@@ -20,6 +20,7 @@ use attest_raft::command::Command;
 use attest_raft::state::ControlState;
 use attest_raft::{ControlPlane, WriteError};
 
+use crate::token::keys::pem_decode;
 use crate::token::{NodeKeys, TokenError};
 
 pub struct KeyRing {
@@ -159,7 +160,7 @@ pub fn published_certs(state: &ControlState, own: &NodeKeys, now: i64, retention
         if r.retired_at.is_some_and(|t| i64::try_from(t).unwrap_or(i64::MAX).saturating_add(retention_s) < now) {
             continue;
         }
-        if let Some(der) = pem_to_der(&r.cert_pem) {
+        if let Some(der) = pem_decode("CERTIFICATE", &r.cert_pem) {
             if !out.contains(&der) {
                 out.push(der);
             }
@@ -171,11 +172,4 @@ pub fn published_certs(state: &ControlState, own: &NodeKeys, now: i64, retention
         }
     }
     out
-}
-
-/// DER inside a PEM certificate.
-pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
-    base64::engine::general_purpose::STANDARD.decode(body.as_bytes()).ok()
 }

@@ -573,15 +573,7 @@ fn maa_snp_json(report: &[u8], chain_pem: &[u8]) -> Vec<u8> {
 }
 
 fn der_to_pem(der: &[u8]) -> Vec<u8> {
-    use base64::Engine as _;
-    let b = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        s.push('\n');
-    }
-    s.push_str("-----END CERTIFICATE-----\n");
-    s.into_bytes()
+    attest_node::token::keys::pem_encode("CERTIFICATE", der).into_bytes()
 }
 
 #[test]

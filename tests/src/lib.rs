@@ -4,6 +4,7 @@
 //! TLS, loopback sockets) through `attest_chaos::cluster` and talks to them
 //! over HTTPS like any client would.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,6 +19,43 @@ pub async fn launch(name: &str, tweak: impl FnOnce(&mut ClusterSpec)) -> anyhow:
     tweak(&mut spec);
     let cluster = Cluster::launch(spec, Duration::from_secs(90)).await?;
     Ok((cluster, dir))
+}
+
+/// When the recorded vectors verify: the 2025-09-28 TCB info is current;
+/// the QE identity and PCK CRL of the same bundle expired 74 days earlier,
+/// inside the 90-day collateral grace the test clusters are configured with.
+pub const PINNED: &str = "2025-10-01T00:00:00Z";
+pub const GRACE_S: u64 = 90 * 86_400;
+
+/// The shared evidence vectors (`ATTEST_VECTORS` overrides).
+pub fn vectors() -> PathBuf {
+    std::env::var_os("ATTEST_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"))
+}
+
+/// The bytes of one vector file, by path relative to [`vectors`].
+pub fn vector(rel: &str) -> Vec<u8> {
+    let p = vectors().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+}
+
+/// Imports the SGX collateral the recorded quotes need, through node `id`.
+pub async fn import_collateral(c: &Cluster, id: u64) {
+    for (name, rel) in [
+        ("sgx-qvl-bundle", "sgx/dcap-qvl/sgx_quote_collateral.json"),
+        ("tcbinfo-00906ed50000", "sgx/azure-sdk-oe/tcbInfo-sgx-00906ed50000_2025-09-28.json"),
+    ] {
+        let r = c
+            .http()
+            .put(format!("{}/admin/collateral/{name}", c.url(id)))
+            .body(vector(rel))
+            .send()
+            .await
+            .expect("collateral import sent");
+        let status = r.status();
+        assert!(status.is_success(), "import {name}: {status} {}", r.text().await.unwrap_or_default());
+    }
 }
 
 /// A result of one control-plane write as a client sees it.

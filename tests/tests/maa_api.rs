@@ -3,51 +3,16 @@
 //! MAA itself issued for them, tokens verified across regions, policies,
 //! authentication and the error paths.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use attest_chaos::cluster::Cluster;
 use attest_node::token::jwt::{decode_unverified, verify_jwt};
-use attest_tests::launch;
+use attest_tests::{import_collateral, launch, vector, GRACE_S, PINNED};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-/// When the recorded vectors verify: the 2025-09-28 TCB info is current;
-/// the QE identity and PCK CRL of the same bundle expired 74 days earlier,
-/// inside the 90-day collateral grace the test cluster is configured with.
-const PINNED: &str = "2025-10-01T00:00:00Z";
-const GRACE_S: u64 = 90 * 86_400;
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ATTEST_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"))
-}
-
-fn vector(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-}
-
 fn b64u(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-async fn import_collateral(c: &Cluster, id: u64) {
-    for (name, rel) in [
-        ("sgx-qvl-bundle", "sgx/dcap-qvl/sgx_quote_collateral.json"),
-        ("tcbinfo-00906ed50000", "sgx/azure-sdk-oe/tcbInfo-sgx-00906ed50000_2025-09-28.json"),
-    ] {
-        let r = c
-            .http()
-            .put(format!("{}/admin/collateral/{name}", c.url(id)))
-            .body(vector(rel))
-            .send()
-            .await
-            .expect("collateral import sent");
-        let status = r.status();
-        assert!(status.is_success(), "import {name}: {status} {}", r.text().await.unwrap_or_default());
-    }
 }
 
 async fn post(c: &Cluster, id: u64, path: &str, body: Value) -> (u16, Value) {

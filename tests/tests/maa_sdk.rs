@@ -14,14 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use attest_chaos::cluster::Cluster;
-use attest_tests::launch;
-
-/// When the recorded vectors verify (see `tests/tests/maa_api.rs`): the
-/// 2025-09-28 TCB info is current; the rest of the collateral expired inside
-/// the 90-day grace the cluster is configured with.
-const PINNED: &str = "2025-10-01T00:00:00Z";
-const GRACE_S: u64 = 90 * 86_400;
+use attest_tests::{import_collateral, launch, vectors, GRACE_S, PINNED};
 
 const VENV_CREATE_TIMEOUT: Duration = Duration::from_secs(180);
 const PIP_INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
@@ -30,15 +23,6 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ATTEST_VECTORS").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("../shared/vectors"))
-}
-
-fn vector(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
 fn pyenv_dir() -> PathBuf {
@@ -149,23 +133,6 @@ async fn ensure_pyenv() -> anyhow::Result<PathBuf> {
 }
 
 /// The Intel collateral the azure-sdk-oe vectors verify against.
-async fn import_collateral(c: &Cluster, id: u64) {
-    for (name, rel) in [
-        ("sgx-qvl-bundle", "sgx/dcap-qvl/sgx_quote_collateral.json"),
-        ("tcbinfo-00906ed50000", "sgx/azure-sdk-oe/tcbInfo-sgx-00906ed50000_2025-09-28.json"),
-    ] {
-        let r = c
-            .http()
-            .put(format!("{}/admin/collateral/{name}", c.url(id)))
-            .body(vector(rel))
-            .send()
-            .await
-            .expect("collateral import sent");
-        let status = r.status();
-        assert!(status.is_success(), "import {name}: {status} {}", r.text().await.unwrap_or_default());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_python_sdk_against_the_cluster() {
     if std::env::var_os("ATTEST_SKIP_SDK_TEST").is_some() {

@@ -91,12 +91,11 @@ pub async fn put_collateral(
     }
     let blob_b64 = base64::engine::general_purpose::STANDARD.encode(&body);
     let rejected = app.control.state.read(|s| {
-        let mut trial = s.clone();
-        trial.collateral.insert(
-            name.clone(),
-            attest_raft::state::CollateralRecord { key: name.clone(), blob_b64: blob_b64.clone(), version: u64::MAX },
-        );
-        let store = crate::attest::build_store(app.engine.anchors(), &trial, 0, 0);
+        // The candidate judged alongside what is stored (minus the record it
+        // replaces), without copying the rest of the control state.
+        let others = s.collateral.values().filter(|c| c.key != name).map(|c| (c.key.as_str(), c.blob_b64.as_str()));
+        let trial = others.chain(std::iter::once((name.as_str(), blob_b64.as_str())));
+        let store = crate::attest::build_store(app.engine.anchors(), trial, 0, 0);
         store.rejected().iter().find(|r| r.name == name).map(|r| r.error.to_string())
     });
     if let Some(e) = rejected {

@@ -247,7 +247,7 @@ pub async fn create_provider(
         return Err(ApiError::bad_request("an Isolated provider needs at least one policy signing certificate"));
     }
     for pem in &req.policy_signing_certificates {
-        let der = crate::signing::pem_to_der(pem).filter(|_| pem.contains("-----BEGIN CERTIFICATE-----"));
+        let der = crate::token::keys::pem_decode("CERTIFICATE", pem);
         let ok =
             pem.len() <= 64 << 10 && der.as_deref().is_some_and(|d| x509_parser::parse_x509_certificate(d).is_ok());
         if !ok {

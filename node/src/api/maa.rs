@@ -27,7 +27,7 @@ use attest_raft::state::policy_key;
 use attest_raft::WriteOutcome;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -35,6 +35,7 @@ use serde_json::{json, Map, Value};
 
 use super::control::{body_bytes, read_view, write, write_headers, ReadQuery};
 use super::error::{ApiError, ApiResult};
+use super::middleware::PathProvider;
 use super::AppState;
 use crate::auth::Role;
 use crate::evidence::AttestationType;
@@ -45,7 +46,8 @@ use crate::policy::jws::{
 };
 use crate::policy::CompiledPolicy;
 use crate::providers::{self, ProviderView};
-use crate::signing::{pem_to_der, published_certs};
+use crate::signing::published_certs;
+use crate::token::keys::{pem_decode, pem_encode};
 
 /// The provider a request addresses: the path prefix wins, then the
 /// `Host` name, else this node's region's shared provider.
@@ -61,12 +63,7 @@ pub fn resolve_provider(app: &AppState, path_provider: Option<&str>, headers: &H
             }
         }
     };
-    if !providers::valid_name(&name) {
-        return Err(ApiError::bad_request(format!(
-            "invalid provider name '{}': use 3-24 letters, digits or '-'",
-            name.chars().take(64).collect::<String>()
-        )));
-    }
+    super::control::validate_provider_name(&name)?;
     let cfg = &app.config.cluster;
     let found = app.control.state.read(|s| {
         let regions = providers::regions(s, &cfg.primary_region, cfg.secondary_region.as_deref());
@@ -186,7 +183,11 @@ fn trust(p: &ProviderView) -> PolicyTrust {
 fn signer_ders(app: &AppState, provider: &ProviderView) -> Vec<Vec<u8>> {
     let prefix = format!("{}/", provider.name);
     app.control.state.read(|s| {
-        s.signers.iter().filter(|(k, _)| k.starts_with(&prefix)).filter_map(|(_, r)| pem_to_der(&r.cert_pem)).collect()
+        s.signers
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(_, r)| pem_decode("CERTIFICATE", &r.cert_pem))
+            .collect()
     })
 }
 
@@ -194,26 +195,8 @@ fn signer_ders(app: &AppState, provider: &ProviderView) -> Vec<Vec<u8>> {
 
 pub async fn attest(
     State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     Path(ty): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    attest_for(app, None, ty, headers, body).await
-}
-
-pub async fn attest_p(
-    State(app): State<AppState>,
-    Path((provider, ty)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    attest_for(app, Some(provider), ty, headers, body).await
-}
-
-async fn attest_for(
-    app: AppState,
-    provider: Option<String>,
-    ty: String,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -251,28 +234,10 @@ async fn attest_for(
 
 pub async fn get_policy(
     State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     Path(ty): Path<String>,
     headers: HeaderMap,
-    q: axum::extract::Query<ReadQuery>,
-) -> ApiResult<Response> {
-    get_policy_for(app, None, ty, headers, q.0).await
-}
-
-pub async fn get_policy_p(
-    State(app): State<AppState>,
-    Path((provider, ty)): Path<(String, String)>,
-    headers: HeaderMap,
-    q: axum::extract::Query<ReadQuery>,
-) -> ApiResult<Response> {
-    get_policy_for(app, Some(provider), ty, headers, q.0).await
-}
-
-async fn get_policy_for(
-    app: AppState,
-    provider: Option<String>,
-    ty: String,
-    headers: HeaderMap,
-    q: ReadQuery,
+    Query(q): Query<ReadQuery>,
 ) -> ApiResult<Response> {
     let ty = attestation_type(&ty)?;
     let provider = resolve_provider(&app, provider.as_deref(), &headers)?;
@@ -306,24 +271,6 @@ async fn get_policy_for(
     Ok(resp)
 }
 
-pub async fn put_policy(
-    State(app): State<AppState>,
-    Path(ty): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    put_policy_for(app, None, ty, headers, body).await
-}
-
-pub async fn put_policy_p(
-    State(app): State<AppState>,
-    Path((provider, ty)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    put_policy_for(app, Some(provider), ty, headers, body).await
-}
-
 fn refuse_shared(p: &ProviderView) -> ApiResult<()> {
     if p.shared {
         return Err(ApiError::bad_request(format!(
@@ -335,10 +282,10 @@ fn refuse_shared(p: &ProviderView) -> ApiResult<()> {
     Ok(())
 }
 
-async fn put_policy_for(
-    app: AppState,
-    provider: Option<String>,
-    ty: String,
+pub async fn put_policy(
+    State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
+    Path(ty): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -405,26 +352,8 @@ async fn put_policy_for(
 /// `POST /policies/{type}:reset` (axum sees `{type}:reset` as one segment).
 pub async fn policy_action(
     State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     Path(seg): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    reset_policy_for(app, None, seg, headers, body).await
-}
-
-pub async fn policy_action_p(
-    State(app): State<AppState>,
-    Path((provider, seg)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    reset_policy_for(app, Some(provider), seg, headers, body).await
-}
-
-async fn reset_policy_for(
-    app: AppState,
-    provider: Option<String>,
-    seg: String,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
@@ -467,19 +396,11 @@ async fn reset_policy_for(
 
 // ------------------------------------------------------------ certificates
 
-pub async fn get_certificates(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    get_certificates_for(app, None, headers).await
-}
-
-pub async fn get_certificates_p(
+pub async fn get_certificates(
     State(app): State<AppState>,
-    Path(provider): Path<String>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    get_certificates_for(app, Some(provider), headers).await
-}
-
-async fn get_certificates_for(app: AppState, provider: Option<String>, headers: HeaderMap) -> ApiResult<Response> {
     let provider = resolve_provider(&app, provider.as_deref(), &headers)?;
     authorize(&app, &headers, Role::Reader).await?;
     let ders = signer_ders(&app, &provider);
@@ -489,42 +410,26 @@ async fn get_certificates_for(app: AppState, provider: Option<String>, headers: 
     Ok(token_response(StatusCode::OK, token, None))
 }
 
+/// `POST /certificates:add` / `:remove`.
 pub async fn add_certificate(
     State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    modify_certificates_for(app, None, true, headers, body).await
+    modify_certificates(app, provider, true, headers, body).await
 }
 
 pub async fn remove_certificate(
     State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    modify_certificates_for(app, None, false, headers, body).await
+    modify_certificates(app, provider, false, headers, body).await
 }
 
-pub async fn add_certificate_p(
-    State(app): State<AppState>,
-    Path(provider): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    modify_certificates_for(app, Some(provider), true, headers, body).await
-}
-
-pub async fn remove_certificate_p(
-    State(app): State<AppState>,
-    Path(provider): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    modify_certificates_for(app, Some(provider), false, headers, body).await
-}
-
-/// `POST /certificates:add` / `:remove`.
-async fn modify_certificates_for(
+async fn modify_certificates(
     app: AppState,
     provider: Option<String>,
     add: bool,
@@ -547,7 +452,7 @@ async fn modify_certificates_for(
     let now = (app.clock)();
     let (cmd, result) = if add {
         req.apply_add(&current, now).map_err(jws_error)?;
-        let pem = der_to_pem(&req.certificate);
+        let pem = pem_encode("CERTIFICATE", &req.certificate);
         (
             Command::AddSigner { provider: provider.name.clone(), thumbprint: req.thumbprint.clone(), cert_pem: pem },
             "IsPresent",
@@ -564,54 +469,31 @@ async fn modify_certificates_for(
     Ok(token_response(StatusCode::OK, token, Some(&out)))
 }
 
-/// PEM of a DER certificate.
-pub fn der_to_pem(der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
 // ------------------------------------------------------- certs and metadata
 
 /// `GET /certs`: every node's token-signing certificates (both regions).
-pub async fn certs(State(app): State<AppState>) -> Response {
+pub async fn certs(
+    State(app): State<AppState>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if provider.is_some() {
+        resolve_provider(&app, provider.as_deref(), &headers)?;
+    }
     let now = (app.clock)();
     let retention = i64::from(app.config.tokens.max_validity_minutes) * 60;
     let keys = app.engine.keys.current();
     let ders = app.control.state.read(|s| published_certs(s, &keys, now, retention));
     let mut resp = Json(crate::token::jwt::jwks(&ders)).into_response();
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-    resp
+    Ok(resp)
 }
 
-pub async fn certs_p(
+pub async fn openid(
     State(app): State<AppState>,
-    Path(provider): Path<String>,
+    Extension(PathProvider(provider)): Extension<PathProvider>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    resolve_provider(&app, Some(&provider), &headers)?;
-    Ok(certs(State(app)).await)
-}
-
-pub async fn openid(State(app): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    openid_for(app, None, headers)
-}
-
-pub async fn openid_p(
-    State(app): State<AppState>,
-    Path(provider): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    openid_for(app, Some(provider), headers)
-}
-
-fn openid_for(app: AppState, provider: Option<String>, headers: HeaderMap) -> ApiResult<Response> {
     let p = resolve_provider(&app, provider.as_deref(), &headers)?;
     Ok(Json(json!({
         "issuer": p.issuer,

@@ -70,19 +70,43 @@ const ROUTE_WORDS: &[&str] = &[
     "metrics",
 ];
 
+/// The MAA route names that may follow `/providers/{provider}/`.
+const MAA_WORDS: &[&str] =
+    &["attest", "policies", "certificates", "certificates:add", "certificates:remove", "certs", ".well-known"];
+
+/// The provider named by a `/providers/{provider}/…` path prefix, put in
+/// the request's extensions by [`normalize_path`]; `None` when the MAA
+/// route was addressed at the root (provider from the Host name).
+#[derive(Clone, Debug, Default)]
+pub struct PathProvider(pub Option<String>);
+
 /// Rewrite route-name segments to their canonical case (`/Attest/…`,
 /// `/CERTS`) so routing is case-insensitive; parameters (provider names,
 /// attestation types) are matched case-insensitively by their handlers.
+/// A data-plane path under `/providers/{p}/` is rewritten to its root
+/// form with [`PathProvider`] naming `p`, so one handler serves both
+/// addressing styles; `/providers` and `/providers/{p}` themselves are
+/// provider management and stay as they are.
 pub fn normalize_path(mut req: Request) -> Request {
     let path = req.uri().path();
-    if !path.split('/').any(|seg| ROUTE_WORDS.iter().any(|w| w.eq_ignore_ascii_case(seg) && *w != seg)) {
-        return req;
-    }
-    let fixed: Vec<&str> = path
+    let segs: Vec<&str> = path
         .split('/')
         .map(|seg| ROUTE_WORDS.iter().copied().find(|w| w.eq_ignore_ascii_case(seg)).unwrap_or(seg))
         .collect();
-    let mut p = fixed.join("/");
+    let (provider, segs) = match segs.as_slice() {
+        ["", "providers", p, word, ..] if MAA_WORDS.contains(word) => {
+            let mut rest = vec![""];
+            rest.extend_from_slice(&segs[3..]);
+            (Some((*p).to_string()), rest)
+        }
+        _ => (None, segs),
+    };
+    let fixed = segs.join("/");
+    req.extensions_mut().insert(PathProvider(provider));
+    if fixed == req.uri().path() {
+        return req;
+    }
+    let mut p = fixed;
     if let Some(q) = req.uri().query() {
         p.push('?');
         p.push_str(q);

@@ -56,7 +56,9 @@ pub fn router(state: AppState) -> Router {
     let inner = Router::new()
         .route("/health", get(health::health))
         .route("/metrics", get(metrics::render))
-        // MAA data plane, provider from the Host name (or the shared one).
+        // MAA data plane. The provider comes from a `/providers/{p}/` prefix
+        // (rewritten away by `normalize_path`), the Host name, or is the
+        // region's shared one.
         .route("/attest/{type}", post(maa::attest))
         .route("/policies/{type}", get(maa::get_policy).put(maa::put_policy).post(maa::policy_action))
         .route("/certificates", get(maa::get_certificates))
@@ -64,17 +66,6 @@ pub fn router(state: AppState) -> Router {
         .route("/certificates:remove", post(maa::remove_certificate))
         .route("/certs", get(maa::certs))
         .route("/.well-known/openid-configuration", get(maa::openid))
-        // The same under a path prefix.
-        .route("/providers/{provider}/attest/{type}", post(maa::attest_p))
-        .route(
-            "/providers/{provider}/policies/{type}",
-            get(maa::get_policy_p).put(maa::put_policy_p).post(maa::policy_action_p),
-        )
-        .route("/providers/{provider}/certificates", get(maa::get_certificates_p))
-        .route("/providers/{provider}/certificates:add", post(maa::add_certificate_p))
-        .route("/providers/{provider}/certificates:remove", post(maa::remove_certificate_p))
-        .route("/providers/{provider}/certs", get(maa::certs_p))
-        .route("/providers/{provider}/.well-known/openid-configuration", get(maa::openid_p))
         // Provider management.
         .route("/providers", get(control::list_providers))
         .route(

@@ -171,7 +171,8 @@ impl Engine {
                 return store.clone();
             }
         }
-        let store = Arc::new(build_store(&self.anchors, state, key.max_version, self.cfg.collateral_grace_s));
+        let records = state.collateral.values().map(|c| (c.key.as_str(), c.blob_b64.as_str()));
+        let store = Arc::new(build_store(&self.anchors, records, key.max_version, self.cfg.collateral_grace_s));
         for r in store.rejected() {
             tracing::warn!(blob = %r.name, error = %r.error, "stored collateral rejected");
         }
@@ -286,13 +287,18 @@ impl Engine {
     }
 }
 
-/// Build the verified store from the state's collateral blobs.
-pub fn build_store(anchors: &TrustAnchors, state: &ControlState, version: u64, grace_s: u64) -> CollateralStore {
-    let blobs: Vec<(String, Vec<u8>)> = state
-        .collateral
-        .values()
-        .filter_map(|c| {
-            base64::engine::general_purpose::STANDARD.decode(c.blob_b64.as_bytes()).ok().map(|b| (c.key.clone(), b))
+/// Build the verified store from collateral records `(name, base64 blob)`
+/// (undecodable blobs are left out, as the store would reject them).
+pub fn build_store<'a>(
+    anchors: &TrustAnchors,
+    records: impl IntoIterator<Item = (&'a str, &'a str)>,
+    version: u64,
+    grace_s: u64,
+) -> CollateralStore {
+    let blobs: Vec<(String, Vec<u8>)> = records
+        .into_iter()
+        .filter_map(|(name, b64)| {
+            base64::engine::general_purpose::STANDARD.decode(b64.as_bytes()).ok().map(|b| (name.to_string(), b))
         })
         .collect();
     CollateralStore::from_blobs(anchors.clone(), version, blobs).with_grace(grace_s)

@@ -400,7 +400,7 @@ fn make_cert(
 }
 
 /// PEM with 64-column base64 lines.
-pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -414,7 +414,7 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
 }
 
 /// The DER of the first `label` block in `text`.
-pub(crate) fn pem_decode(label: &str, text: &str) -> Option<Vec<u8>> {
+pub fn pem_decode(label: &str, text: &str) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
