@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bench_attest;
 pub mod checker;
 pub mod cluster;
 pub mod wan;

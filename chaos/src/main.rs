@@ -39,7 +39,24 @@ enum Cmd {
         primary_region: String,
         #[arg(long, default_value = "centralus")]
         secondary_region: String,
+        /// Verify evidence at this RFC 3339 time instead of the clock, so
+        /// recorded vectors (with long-expired collateral) attest, e.g.
+        /// 2025-10-01T00:00:00Z for the SGX vectors. Demos and replays only.
+        #[arg(long)]
+        pin_verification_time: Option<String>,
+        /// Accept collateral this many days past its nextUpdate.
+        #[arg(long, default_value_t = 0)]
+        collateral_grace_days: u64,
+        /// Route inter-region Raft traffic through userspace WAN links
+        /// with this round-trip time (0 = regions talk directly).
+        #[arg(long, default_value_t = 0)]
+        wan_rtt_ms: u64,
     },
+    /// A standalone userspace WAN emulator: TCP proxies with latency,
+    /// jitter, bandwidth, loss and cuts, steered over an HTTP control API
+    /// (GET /links, POST /links/{name}, POST /regions/{a}/{b}, POST /heal).
+    /// Used where `tc netem` is unavailable, e.g. between compose regions.
+    Wan(attest_chaos::wan::WanProxyArgs),
     /// Benchmarks; results print as Markdown rows for BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -71,6 +88,29 @@ enum BenchCmd {
         #[arg(long, default_value = "/tmp/attest-bench")]
         dir: PathBuf,
     },
+    /// End-to-end `POST /attest/SgxEnclave` on one node of a fresh local
+    /// cluster over HTTPS keep-alive — peak (closed loop) and latency at
+    /// 80 % of peak (open loop) — next to the in-process bound of the same
+    /// pipeline (verify + policy + sign) on every core, per algorithm.
+    /// Build with --release first: debug figures mean nothing.
+    Attest {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Measured seconds per phase.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Token algorithms (comma-separated): RS256, PS256, ES256.
+        #[arg(long, default_value = "RS256,ES256", value_delimiter = ',')]
+        algs: Vec<String>,
+        /// The shared evidence vectors (../shared/vectors of the checkout).
+        #[arg(long, env = "ATTEST_VECTORS", default_value = "../shared/vectors")]
+        vectors: PathBuf,
+        #[arg(long, default_value = "/tmp/attest-bench-attest")]
+        dir: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Time from process start to serving with N policies stored.
     Restart {
         #[arg(long, default_value_t = 10_000)]
@@ -85,12 +125,25 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     match cli.cmd {
-        Cmd::Up { dir, primary_nodes, secondary_nodes, primary_region, secondary_region } => rt.block_on(async {
+        Cmd::Up {
+            dir,
+            primary_nodes,
+            secondary_nodes,
+            primary_region,
+            secondary_region,
+            pin_verification_time,
+            collateral_grace_days,
+            wan_rtt_ms,
+        } => rt.block_on(async {
             let mut spec = ClusterSpec::local(dir.clone());
             spec.primary_nodes = primary_nodes;
             spec.secondary_nodes = secondary_nodes;
             spec.primary_region = primary_region;
             spec.secondary_region = secondary_region;
+            spec.pinned_verification_time = pin_verification_time;
+            spec.collateral_grace_s = collateral_grace_days * 86_400;
+            spec.wan = wan_rtt_ms > 0;
+            spec.wan_one_way_ms = wan_rtt_ms / 2;
             // A fresh run starts from an empty directory: the launcher assigns
             // new ports and a cluster cannot change its members' addresses.
             if dir.exists() {
@@ -119,7 +172,15 @@ fn main() -> anyhow::Result<()> {
                     g.log.display()
                 );
             }
-            println!("\ntry: attestd admin status --url {} --ca {}", cluster.url(1), cluster.ca_path().display());
+            let certs = cluster.ca_path().parent().map(|p| p.display().to_string()).unwrap_or_default();
+            println!("\ntry (attestd is in $CARGO_TARGET_DIR/debug):");
+            println!(
+                "  export ATTESTD_URL=https://{} ATTESTD_CA={}",
+                gateways.first().map(|g| g.addr.clone()).unwrap_or_default(),
+                cluster.ca_path().display()
+            );
+            println!("  export ATTESTD_TOKEN=$(attestd dev-token --dir {certs} --role Owner)");
+            println!("  attestd admin status --url {}", cluster.url(1));
             println!("press Ctrl-C to stop");
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             drop(gateways);
@@ -127,6 +188,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Cmd::Bench { what } => rt.block_on(bench(what)),
+        Cmd::Wan(args) => rt.block_on(attest_chaos::wan::run_wan_proxy(args)).context("running the WAN emulator"),
     }
 }
 
@@ -196,6 +258,19 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::Restart { policies, dir } => bench_restart(policies, dir).await,
+        BenchCmd::Attest { clients, seconds, algs, vectors, dir, json } => {
+            let algs = algs
+                .iter()
+                .map(|a| attest_node::token::TokenAlg::parse(a).ok_or_else(|| anyhow::anyhow!("unknown algorithm {a}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let results = attest_chaos::bench_attest::run(vectors, dir, clients, seconds, &algs).await?;
+            println!("{}", attest_chaos::bench_attest::markdown(&results));
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_vec_pretty(&results)?)
+                    .with_context(|| format!("writing {}", p.display()))?;
+            }
+            Ok(())
+        }
     }
 }
 

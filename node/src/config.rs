@@ -177,6 +177,9 @@ pub struct Limits {
     pub max_policy_bytes: usize,
     /// Requests served at once; more get 503 with `Retry-After`.
     pub max_concurrent_requests: usize,
+    /// Attestations served at once for one provider; more get 429 with
+    /// `Retry-After`, so one tenant cannot take a node's whole capacity.
+    pub max_concurrent_attest_per_provider: usize,
     /// Per-request timeout for control-plane writes.
     pub write_timeout_ms: u64,
     /// Timeout for a linearizable read.
@@ -189,6 +192,7 @@ impl Default for Limits {
             max_body_bytes: 1 << 20,
             max_policy_bytes: 256 << 10,
             max_concurrent_requests: 512,
+            max_concurrent_attest_per_provider: 256,
             write_timeout_ms: 10_000,
             read_timeout_ms: 3_000,
         }

@@ -323,6 +323,7 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         draining: Arc::new(AtomicBool::new(false)),
         started,
         limiter: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_concurrent_requests.max(1))),
+        attest_slots: Arc::new(api::limits::ProviderSlots::new(cfg.limits.max_concurrent_attest_per_provider)),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(server::serve(listener, api_tls, api::router(state), shutdown_rx));

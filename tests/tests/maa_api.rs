@@ -236,4 +236,10 @@ async fn maa_api_end_to_end() {
         assert_eq!(v["error"]["code"], code, "{what}: {v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
     }
+
+    // A known route with a method it does not take: 405 in MAA's shape.
+    let r = c.http().delete(format!("{}/certs", c.url(primary))).send().await.expect("answered");
+    assert_eq!(r.status().as_u16(), 405);
+    assert!(r.headers().contains_key("x-ms-request-id"), "405: request id");
+    assert_eq!(r.json::<Value>().await.expect("json")["error"]["code"], "MethodNotAllowed");
 }

@@ -334,3 +334,12 @@ pub async fn delete_provider(
 pub async fn not_found() -> ApiError {
     ApiError::not_found("NotFound", "no such route")
 }
+
+/// A known route called with a method it does not take.
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("this route does not accept {method}"),
+    )
+}

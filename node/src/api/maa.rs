@@ -206,6 +206,15 @@ pub async fn attest(
     if provider.attest_requires_auth {
         authorize(&app, &headers, Role::Reader).await?;
     }
+    let Some(slot) = app.attest_slots.try_acquire(&provider.name) else {
+        metrics::counter!("attest_attest_throttled_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            format!("provider '{}' is at its concurrent attestation limit; retry shortly", provider.name),
+        )
+        .retry_after(1));
+    };
     let body = body_bytes(body)?;
     let now = (app.clock)();
     let engine = app.engine.clone();
@@ -215,6 +224,7 @@ pub async fn attest(
     let result = tokio::task::spawn_blocking(move || control.state.read(|s| engine.attest(s, &p, ty, &body, now)))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+    drop(slot);
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code(),

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod control;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod maa;
 pub mod metrics;
 pub mod middleware;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     pub started: Instant,
     pub limiter: Arc<tokio::sync::Semaphore>,
+    /// Per-provider attestation concurrency (429 beyond).
+    pub attest_slots: Arc<limits::ProviderSlots>,
     pub engine: Arc<crate::attest::Engine>,
     pub auth: Arc<crate::auth::Authenticator>,
     /// Wall clock in Unix seconds (injectable for tests).
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/drain", post(admin::drain))
         .route("/admin/undrain", post(admin::undrain))
         .fallback(control::not_found)
+        .method_not_allowed_fallback(control::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::wrap))
         .with_state(state);
