@@ -73,15 +73,42 @@ pub struct OpenLoopResult {
 /// The request body every benchmark call sends: the Azure SDK's OE
 /// report's SGX quote with its runtime data.
 pub fn sgx_request(vectors: &Path) -> anyhow::Result<Vec<u8>> {
+    request(vectors, "quote", 16)
+}
+
+/// The same evidence as `POST /attest/OpenEnclave` takes it (the whole
+/// OE report).
+pub fn oe_request(vectors: &Path) -> anyhow::Result<Vec<u8>> {
+    request(vectors, "report", 0)
+}
+
+fn request(vectors: &Path, field: &str, skip: usize) -> anyhow::Result<Vec<u8>> {
     let oe = read(vectors, "sgx/azure-sdk-oe/oe_report_debug.bin")?;
     let runtime = read(vectors, "sgx/azure-sdk-oe/runtime_data.bin")?;
     anyhow::ensure!(oe.len() > 16, "the OE report vector is too short");
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let body = serde_json::json!({
-        "quote": b64.encode(&oe[16..]),
+        field: b64.encode(&oe[skip..]),
         "runtimeData": {"data": b64.encode(&runtime), "dataType": "Binary"},
     });
     Ok(serde_json::to_vec(&body)?)
+}
+
+/// Imports the collateral the recorded quote needs through the first
+/// primary node.
+pub async fn import_collateral(cluster: &Cluster, vectors: &Path) -> anyhow::Result<()> {
+    let node = cluster.primary_ids().first().copied().context("no primary node")?;
+    for (name, rel) in COLLATERAL {
+        let r = cluster
+            .http()
+            .put(format!("{}/admin/collateral/{name}", cluster.url(node)))
+            .body(read(vectors, rel)?)
+            .send()
+            .await
+            .context("importing collateral")?;
+        anyhow::ensure!(r.status().is_success(), "importing {name}: {}", r.status());
+    }
+    Ok(())
 }
 
 fn read(vectors: &Path, rel: &str) -> anyhow::Result<Vec<u8>> {
@@ -259,16 +286,7 @@ pub async fn run(
     eprintln!("starting a local 3 + 2 cluster under {} ...", dir.display());
     let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
     let node = cluster.primary_ids()[0];
-    for (name, rel) in COLLATERAL {
-        let r = cluster
-            .http()
-            .put(format!("{}/admin/collateral/{name}", cluster.url(node)))
-            .body(read(&vectors, rel)?)
-            .send()
-            .await
-            .context("importing collateral")?;
-        anyhow::ensure!(r.status().is_success(), "importing {name}: {}", r.status());
-    }
+    import_collateral(&cluster, &vectors).await?;
     let mut out = Vec::new();
     for alg in algs {
         let provider = format!("bench{}", alg.to_string().to_ascii_lowercase());

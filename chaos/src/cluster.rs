@@ -63,6 +63,21 @@ impl ClusterSpec {
     }
 }
 
+/// The health-probe settings of the gateways the launcher starts.
+#[derive(Clone, Debug)]
+pub struct GatewayMonitor {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub tolerated_failures: u32,
+}
+
+impl Default for GatewayMonitor {
+    /// Probes every second, 500 ms timeout, one tolerated failure.
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(1), timeout: Duration::from_millis(500), tolerated_failures: 1 }
+    }
+}
+
 /// One node of the cluster.
 #[derive(Debug)]
 pub struct NodeHandle {
@@ -562,6 +577,15 @@ impl Cluster {
     /// tolerates one failure: the local-cluster setting, not Traffic
     /// Manager's 30 s default.
     pub async fn start_gateways(&self, within: Duration) -> anyhow::Result<Vec<GatewayHandle>> {
+        self.start_gateways_with(within, &GatewayMonitor::default()).await
+    }
+
+    /// [`Self::start_gateways`] with the gateways' monitor settings given.
+    pub async fn start_gateways_with(
+        &self,
+        within: Duration,
+        monitor: &GatewayMonitor,
+    ) -> anyhow::Result<Vec<GatewayHandle>> {
         let bin = self.bin.with_file_name("attest-gateway");
         if !bin.is_file() {
             bail!("attest-gateway binary not found next to {}", self.bin.display());
@@ -588,12 +612,15 @@ impl Cluster {
                 "[profile]\nname = \"attestd-local\"\nrouting_method = \"priority\"\n\n\
                  [listen]\naddress = \"{addr}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\n\
                  [upstream]\nscheme = \"https\"\nca_file = \"{ca}\"\nconnect_timeout = \"500ms\"\n\n\
-                 [monitor]\nprotocol = \"HTTPS\"\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"500ms\"\ntolerated_failures = 1\n\n{}{}",
+                 [monitor]\nprotocol = \"HTTPS\"\npath = \"/health\"\ninterval = \"{interval}ms\"\ntimeout = \"{timeout}ms\"\ntolerated_failures = {tolerated}\n\n{}{}",
                 endpoint(&self.spec.primary_region, 1),
                 endpoint(&self.spec.secondary_region, 2),
                 cert = certs.join(format!("gateway-{region}.pem")).display(),
                 key = certs.join(format!("gateway-{region}.key")).display(),
                 ca = certs.join("ca.pem").display(),
+                interval = monitor.interval.as_millis(),
+                timeout = monitor.timeout.as_millis(),
+                tolerated = monitor.tolerated_failures,
             );
             let config = dir.join("gateway.toml");
             std::fs::write(&config, text)?;
@@ -668,7 +695,7 @@ pub fn authed_client(ca: Option<&Path>, token: &str) -> anyhow::Result<reqwest::
 
 /// Runs `attestd dev-pki` for `names` (the CA under `certs` is created once
 /// and reused).
-fn dev_pki(bin: &Path, certs: &Path, names: &[String]) -> anyhow::Result<()> {
+pub fn dev_pki(bin: &Path, certs: &Path, names: &[String]) -> anyhow::Result<()> {
     let mut cmd = Command::new(bin);
     cmd.arg("dev-pki").arg("--out").arg(certs);
     for n in names {

@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod bench_attest;
+pub mod bench_gateway;
 pub mod checker;
 pub mod cluster;
 pub mod wan;

@@ -111,6 +111,35 @@ enum BenchCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Gateway proxy overhead next to HAProxy (same backends, same TLS,
+    /// health checks on; `wrk` as the load tool for both), then failover
+    /// time and client errors when the primary region is killed under
+    /// attestation load, per probe interval. Needs wrk and haproxy.
+    Gateway {
+        /// wrk connections for the overhead runs.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Probe intervals (seconds, comma-separated) for the failover runs.
+        #[arg(long, default_value = "1,10", value_delimiter = ',')]
+        probe_intervals: Vec<u64>,
+        /// Tolerated probe failures (Traffic Manager's best case is 0).
+        #[arg(long, default_value_t = 0)]
+        tolerated_failures: u32,
+        /// Attest clients during the failover runs.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, env = "ATTEST_VECTORS", default_value = "../shared/vectors")]
+        vectors: PathBuf,
+        #[arg(long, default_value = "/tmp/attest-bench-gateway")]
+        dir: PathBuf,
+        /// Skip the overhead or the failover part.
+        #[arg(long)]
+        skip_overhead: bool,
+        #[arg(long)]
+        skip_failover: bool,
+    },
     /// Time from process start to serving with N policies stored.
     Restart {
         #[arg(long, default_value_t = 10_000)]
@@ -258,6 +287,30 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             Ok(())
         }
         BenchCmd::Restart { policies, dir } => bench_restart(policies, dir).await,
+        BenchCmd::Gateway {
+            connections,
+            seconds,
+            probe_intervals,
+            tolerated_failures,
+            clients,
+            vectors,
+            dir,
+            skip_overhead,
+            skip_failover,
+        } => {
+            use attest_chaos::bench_gateway as bg;
+            if !skip_overhead {
+                let rows = bg::proxy_overhead(dir.join("overhead"), connections, seconds).await?;
+                println!("{}", bg::proxy_markdown(&rows));
+            }
+            if !skip_failover {
+                let intervals: Vec<Duration> = probe_intervals.iter().map(|s| Duration::from_secs(*s)).collect();
+                let rows =
+                    bg::failover(dir.join("failover"), &vectors, &intervals, tolerated_failures, clients).await?;
+                println!("{}", bg::failover_markdown(&rows));
+            }
+            Ok(())
+        }
         BenchCmd::Attest { clients, seconds, algs, vectors, dir, json } => {
             let algs = algs
                 .iter()

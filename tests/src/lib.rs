@@ -34,6 +34,12 @@ pub fn vectors() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"))
 }
 
+/// Unpadded base64url, as MAA's request fields carry evidence.
+pub fn b64u(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
 /// The bytes of one vector file, by path relative to [`vectors`].
 pub fn vector(rel: &str) -> Vec<u8> {
     let p = vectors().join(rel);

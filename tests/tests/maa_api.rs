@@ -7,13 +7,8 @@ use std::time::{Duration, Instant};
 
 use attest_chaos::cluster::Cluster;
 use attest_node::token::jwt::{decode_unverified, verify_jwt};
-use attest_tests::{import_collateral, launch, vector, GRACE_S, PINNED};
-use base64::Engine as _;
+use attest_tests::{b64u, import_collateral, launch, vector, GRACE_S, PINNED};
 use serde_json::{json, Value};
-
-fn b64u(b: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
 
 async fn post(c: &Cluster, id: u64, path: &str, body: Value) -> (u16, Value) {
     let r = c.http().post(format!("{}{path}", c.url(id))).json(&body).send().await.expect("sent");
