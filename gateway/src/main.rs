@@ -52,6 +52,17 @@ enum Command {
     CheckConfig,
     /// Print a commented example config.
     ExampleConfig,
+    /// Probe a running gateway (a container HEALTHCHECK: scratch images have
+    /// no curl): GET the URL, exit 0 on a 2xx answer, 1 otherwise.
+    Health {
+        #[arg(long, env = "ATTEST_GATEWAY_HEALTH_URL", default_value = "https://127.0.0.1:8443/gateway/status")]
+        url: String,
+        /// CA (PEM) that issued the gateway's listen certificate.
+        #[arg(long, env = "ATTEST_GATEWAY_HEALTH_CA")]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value = "5s", value_parser = attest_gateway::config::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +84,11 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig => check(&cli.config),
+        Command::Health { url, ca, timeout } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?
+            .block_on(health(&url, ca.as_deref(), timeout)),
         Command::Run => {
             init_tracing();
             tokio::runtime::Builder::new_multi_thread()
@@ -138,6 +154,27 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             println!("  - {}{}", node.address, if node.enabled { "" } else { " (disabled)" });
         }
     }
+    Ok(())
+}
+
+async fn health(url: &str, ca: Option<&std::path::Path>, timeout: Duration) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Empty};
+    let uri: http::Uri = url.parse().with_context(|| format!("URL {url}"))?;
+    let tls = attest_gateway::tls::client_config(ca).context("--ca")?;
+    let connector = attest_gateway::tls::UpstreamConnector::new(tls, None, timeout)?;
+    let client = attest_gateway::probe::probe_client(&connector);
+    let req = http::Request::get(uri).body(Empty::new()).context("building the request")?;
+    let resp = tokio::time::timeout(timeout, client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("GET {url}: no answer within {timeout:?}"))?
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    // The body only says why; a slow or broken body does not change the verdict.
+    if let Ok(Ok(body)) = tokio::time::timeout(timeout, resp.into_body().collect()).await {
+        let body = body.to_bytes();
+        println!("{}", String::from_utf8_lossy(&body[..body.len().min(4096)]));
+    }
+    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
     Ok(())
 }
 

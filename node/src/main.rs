@@ -52,6 +52,10 @@ enum Cmd {
         /// Extra DNS names or IP addresses for every node certificate.
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// Leave certificates that already exist untouched (an init
+        /// container that runs at every start).
+        #[arg(long)]
+        keep_existing: bool,
     },
     /// Mint a bearer token from the development OpenID issuer that
     /// `dev-pki` creates (local clusters and tests only).
@@ -116,6 +120,9 @@ enum AdminCmd {
         #[arg(long)]
         linearizable: bool,
     },
+    /// GET /health: prints it, exits 0 only on 200 (a container
+    /// HEALTHCHECK: scratch images have no curl).
+    Health(Target),
     /// Make the node report unhealthy so gateways move traffic away.
     Drain(Target),
     /// Undo `drain`.
@@ -130,7 +137,8 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     match cli.cmd {
         Cmd::Run { config } => rt.block_on(run(config)),
-        Cmd::DevPki { out, nodes, sans } => {
+        Cmd::DevPki { out, nodes, sans, keep_existing } => {
+            let nodes = if keep_existing { pki::missing(&out, &nodes) } else { nodes };
             pki::generate(&out, &nodes, &sans)?;
             attest_node::auth::dev_issuer(&out).context("creating the dev OpenID issuer")?;
             println!("wrote CA, {} node certificate(s) and a dev token issuer to {}", nodes.len(), out.display());
@@ -162,6 +170,7 @@ async fn admin(cmd: AdminCmd) -> anyhow::Result<()> {
             "GET",
             if *linearizable { "/admin/state?consistency=linearizable".into() } else { "/admin/state".into() },
         ),
+        AdminCmd::Health(t) => (t, "GET", "/health".to_string()),
         AdminCmd::Drain(t) => (t, "POST", "/admin/drain".to_string()),
         AdminCmd::Undrain(t) => (t, "POST", "/admin/undrain".to_string()),
         AdminCmd::RotateKeys(t) => (t, "POST", "/admin/rotate-keys".to_string()),

@@ -84,6 +84,15 @@ pub fn generate(dir: &Path, names: &[String], sans: &[String]) -> Result<(), Pki
     Ok(())
 }
 
+/// The names among `names` that have no certificate and key in `dir` yet.
+pub fn missing(dir: &Path, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| !(dir.join(format!("{n}.pem")).is_file() && dir.join(format!("{n}.key")).is_file()))
+        .cloned()
+        .collect()
+}
+
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -93,4 +102,22 @@ fn ca_params() -> CertificateParams {
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_existing_regenerates_only_missing_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = vec!["node-a1".to_string(), "node-b1".to_string()];
+        generate(dir.path(), &names[..1], &[]).expect("first run");
+        let before = std::fs::read(dir.path().join("node-a1.pem")).expect("cert");
+        let todo = missing(dir.path(), &names);
+        assert_eq!(todo, vec!["node-b1".to_string()]);
+        generate(dir.path(), &todo, &[]).expect("second run");
+        assert_eq!(std::fs::read(dir.path().join("node-a1.pem")).expect("cert"), before, "existing cert kept");
+        assert!(missing(dir.path(), &names).is_empty());
+    }
 }
