@@ -48,20 +48,26 @@ pub fn vector(rel: &str) -> Vec<u8> {
 
 /// Imports the SGX collateral the recorded quotes need, through node `id`.
 pub async fn import_collateral(c: &Cluster, id: u64) {
+    import_collateral_via(c.http(), &c.url(id)).await.expect("collateral imported");
+}
+
+/// Imports the SGX collateral the recorded quotes need through `base_url`
+/// (a node or a gateway), with `http` sending an Owner token.
+pub async fn import_collateral_via(http: &reqwest::Client, base_url: &str) -> anyhow::Result<()> {
     for (name, rel) in [
         ("sgx-qvl-bundle", "sgx/dcap-qvl/sgx_quote_collateral.json"),
         ("tcbinfo-00906ed50000", "sgx/azure-sdk-oe/tcbInfo-sgx-00906ed50000_2025-09-28.json"),
     ] {
-        let r = c
-            .http()
-            .put(format!("{}/admin/collateral/{name}", c.url(id)))
+        let r = http
+            .put(format!("{base_url}/admin/collateral/{name}"))
             .body(vector(rel))
             .send()
             .await
-            .expect("collateral import sent");
+            .with_context(|| format!("importing {name}"))?;
         let status = r.status();
-        assert!(status.is_success(), "import {name}: {status} {}", r.text().await.unwrap_or_default());
+        anyhow::ensure!(status.is_success(), "import {name}: {status} {}", r.text().await.unwrap_or_default());
     }
+    Ok(())
 }
 
 /// A result of one control-plane write as a client sees it.
