@@ -8,27 +8,32 @@
 # volume takes the ownership of its mount point in the image).
 #
 #   deploy/build-images.sh [--profile release|debug] [--tag TAG] [--bin-dir DIR]
+#                          [--with-prometheus]
 #
-#   attestd/node:TAG     attestd              (ports 8443 API, 7443 Raft)
-#   attestd/gateway:TAG  attest-gateway       (port 8443)
-#   attestd/wan:TAG      attest-chaos wan     (WAN emulator, control 7400)
+#   attestd/node:TAG        attestd              (ports 8443 API, 7443 Raft)
+#   attestd/gateway:TAG     attest-gateway       (port 8443)
+#   attestd/wan:TAG         attest-chaos wan     (WAN emulator, control 7400)
+#   attestd/prometheus:TAG  with --with-prometheus: this host's `prometheus`
+#                           (Debian's package), for compose.monitoring.yaml
 #
 # Binaries come from $CARGO_TARGET_DIR/<profile> (default target dir
 # ~/.cache/attestd/target), or from --bin-dir. Operators use the release
-# profile (the default; `cargo build --release --bins` first). CI passes `--profile debug` and uses
-# the binaries the test run already built: a release build does not fit its
-# time budget. The glibc of the build host is copied in, so build the
-# binaries and the images on the same machine.
+# profile (the default; `cargo build --release --bins` first). CI (the
+# docker_deploy test) uses the debug binaries the test run already built:
+# a release build does not fit CI's time budget. The glibc of the build
+# host is copied in, so build the binaries and the images on one machine.
 set -euo pipefail
 
 profile="${ATTESTD_PROFILE:-release}"
 tag="${ATTESTD_IMAGE_TAG:-local}"
 bindir=""
+prometheus=no
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --tag) tag="$2"; shift 2 ;;
     --bin-dir) bindir="$2"; shift 2 ;;
+    --with-prometheus) prometheus=yes; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -42,7 +47,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 uid=10001
 
-# rootfs BIN DIR: the binary (stripped) and what it needs to start.
+# make_rootfs BIN DIR: the binary (stripped) and what it needs to start;
+# /var/lib/attestd is the data mount point of every image.
 make_rootfs() {
   local src="$1" root="$2" lib interp
   [ -x "$src" ] || { echo "build-images: $src not found; build it first (cargo build --bins$([ "$profile" = release ] && echo ' --release'))" >&2; exit 1; }
@@ -67,11 +73,11 @@ make_rootfs() {
   chown $uid:$uid "$root/var/lib/attestd" "$root/certs"
 }
 
-# build IMAGE BINARY DOCKERFILE-TAIL
+# build IMAGE BINARY-PATH DOCKERFILE-TAIL
 build() {
   local image="$1" bin="$2" tail="$3" ctx="$work/$1"
   mkdir -p "$ctx"
-  make_rootfs "$target/$bin" "$ctx/rootfs"
+  make_rootfs "$bin" "$ctx/rootfs"
   # A tarball keeps the ownership set above (COPY would make it root's).
   tar -C "$ctx/rootfs" --numeric-owner --sort=name --mtime=@0 -cf "$ctx/rootfs.tar" .
   {
@@ -90,7 +96,7 @@ build() {
   printf '%-28s %s\n' "attestd/$image:$tag" "$(docker image inspect -f '{{.Size}}' "attestd/$image:$tag" | awk '{printf "%.1f MB", $1/1e6}')"
 }
 
-build node attestd '
+build node "$target/attestd" '
 ENV ATTESTD_URL=https://127.0.0.1:8443 ATTESTD_CA=/certs/ca.pem
 WORKDIR /var/lib/attestd
 EXPOSE 8443 7443
@@ -98,14 +104,22 @@ ENTRYPOINT ["/usr/local/bin/attestd"]
 CMD ["run", "--config", "/etc/attestd/attestd.toml"]
 HEALTHCHECK --interval=5s --timeout=4s --start-period=60s --retries=3 CMD ["/usr/local/bin/attestd", "admin", "health"]'
 
-build gateway attest-gateway '
+build gateway "$target/attest-gateway" '
 ENV ATTEST_GATEWAY_CONFIG=/etc/attestd/gateway.toml ATTEST_GATEWAY_HEALTH_URL=https://127.0.0.1:8443/gateway/status ATTEST_GATEWAY_HEALTH_CA=/certs/ca.pem
 EXPOSE 8443
 ENTRYPOINT ["/usr/local/bin/attest-gateway"]
 CMD ["run"]
 HEALTHCHECK --interval=5s --timeout=4s --start-period=30s --retries=3 CMD ["/usr/local/bin/attest-gateway", "health"]'
 
-build wan attest-chaos '
+build wan "$target/attest-chaos" '
 EXPOSE 7400
 STOPSIGNAL SIGINT
 ENTRYPOINT ["/usr/local/bin/attest-chaos"]'
+
+if [ "$prometheus" = yes ]; then
+  prom="$(command -v prometheus)" || { echo "build-images: --with-prometheus needs prometheus (apt-get install prometheus)" >&2; exit 1; }
+  build prometheus "$prom" '
+EXPOSE 9090
+ENTRYPOINT ["/usr/local/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/var/lib/attestd", "--web.listen-address=0.0.0.0:9090"]'
+fi

@@ -121,8 +121,15 @@ enum AdminCmd {
         linearizable: bool,
     },
     /// GET /health: prints it, exits 0 only on 200 (a container
-    /// HEALTHCHECK: scratch images have no curl).
-    Health(Target),
+    /// HEALTHCHECK or readiness probe: scratch images have no curl).
+    Health {
+        #[command(flatten)]
+        target: Target,
+        /// Liveness: exit 0 on any answer from the node, 503 included, so a
+        /// draining node or one still without state is not restarted.
+        #[arg(long)]
+        live: bool,
+    },
     /// Make the node report unhealthy so gateways move traffic away.
     Drain(Target),
     /// Undo `drain`.
@@ -170,7 +177,8 @@ async fn admin(cmd: AdminCmd) -> anyhow::Result<()> {
             "GET",
             if *linearizable { "/admin/state?consistency=linearizable".into() } else { "/admin/state".into() },
         ),
-        AdminCmd::Health(t) => (t, "GET", "/health".to_string()),
+        AdminCmd::Health { target, live: false } => (target, "GET", "/health".to_string()),
+        AdminCmd::Health { target, live: true } => return live(target).await,
         AdminCmd::Drain(t) => (t, "POST", "/admin/drain".to_string()),
         AdminCmd::Undrain(t) => (t, "POST", "/admin/undrain".to_string()),
         AdminCmd::RotateKeys(t) => (t, "POST", "/admin/rotate-keys".to_string()),
@@ -188,6 +196,19 @@ async fn admin(cmd: AdminCmd) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!("{method} {url} answered {status}");
     }
+    Ok(())
+}
+
+/// `admin health --live`: the node's HTTP server answers `/health` with
+/// its JSON status, whatever the status code.
+async fn live(target: &Target) -> anyhow::Result<()> {
+    let http = client::http_client(target.ca.as_deref())?;
+    let url = format!("{}/health", target.url.trim_end_matches('/'));
+    let resp = http.get(&url).timeout(Duration::from_secs(5)).send().await.with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value =
+        resp.json().await.with_context(|| format!("GET {url} ({status}): not a health body"))?;
+    println!("{status} {body}");
     Ok(())
 }
 
