@@ -318,6 +318,13 @@ async fn two_regions_in_containers_survive_the_loss_of_the_primary() {
         .expect("image inspect");
         assert_eq!(user.trim(), "10001:10001", "attestd/{image} user");
     }
+    // Every container has a read-only root file system (data on volumes).
+    let mut ids: Vec<&str> = all.iter().map(|s| d.id(s)).collect();
+    ids.push(d.id("wan"));
+    let mut v = argv(&["docker", "inspect", "-f", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}"]);
+    v.extend(ids.iter().map(|s| s.to_string()));
+    let out = run(&v, &[], Duration::from_secs(30)).await.expect("docker inspect");
+    assert!(out.lines().all(|l| l.trim() == "true 10001:10001"), "read-only, non-root containers: {out}");
 
     // The CA and an Owner token come out of the deployment itself.
     let ca = d.dir.path().join("ca.pem");
