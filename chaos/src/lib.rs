@@ -13,14 +13,19 @@
 //! * [`checker`]: history checkers (per-key linearizability, lost writes,
 //!   tokens, read-only behaviour, availability, RPO, RTO) whose serializable
 //!   verdicts go into drill reports.
+//! * [`drill`]: the scenarios (`attest-chaos drill <scenario>`) and their runner;
+//!   [`report`] renders a run as Markdown and JSON, [`timeline`] as an SVG chart.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod bench_attest;
 pub mod checker;
 pub mod cluster;
+pub mod drill;
 pub mod faults;
 pub mod history;
 pub mod monitor;
+pub mod report;
+pub mod timeline;
 pub mod wan;
 pub mod workload;
