@@ -41,6 +41,14 @@ pub struct ClusterSpec {
     pub pinned_verification_time: Option<String>,
     /// `evidence.collateral_grace_s` of every node.
     pub collateral_grace_s: u64,
+    /// Nodes whose data directory is a tmpfs of this many MiB, mounted at
+    /// launch (needs root), so a drill can fill a node's disk without
+    /// touching the machine's. Unmounted when the cluster is dropped.
+    #[serde(default)]
+    pub small_disk_mb: BTreeMap<u64, u64>,
+    /// Extra environment variables of every node process.
+    #[serde(default)]
+    pub node_env: BTreeMap<String, String>,
 }
 
 impl ClusterSpec {
@@ -59,6 +67,8 @@ impl ClusterSpec {
             wan_one_way_ms: 0,
             pinned_verification_time: None,
             collateral_grace_s: 0,
+            small_disk_mb: BTreeMap::new(),
+            node_env: BTreeMap::new(),
         }
     }
 }
@@ -112,6 +122,8 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, NodeHandle>,
     pub bin: PathBuf,
     http: reqwest::Client,
+    /// tmpfs mounted for [`ClusterSpec::small_disk_mb`], unmounted on drop.
+    mounts: Vec<PathBuf>,
 }
 
 /// Finds the `attestd` binary: `$ATTESTD_BIN`, else next to the current
@@ -240,7 +252,12 @@ impl Cluster {
         }
         let owner = dev_token(&bin, &certs, "Owner")?;
         let http = authed_client(spec.tls.then(|| certs.join("ca.pem")).as_deref(), &owner)?;
-        let mut cluster = Cluster { spec, wan, nodes, bin, http };
+        let mut cluster = Cluster { spec, wan, nodes, bin, http, mounts: Vec::new() };
+        for (id, mb) in cluster.spec.small_disk_mb.clone() {
+            let dir = cluster.nodes.get(&id).map(|n| n.data_dir.clone()).ok_or_else(|| anyhow!("no node {id}"))?;
+            mount_tmpfs(&dir, mb)?;
+            cluster.mounts.push(dir);
+        }
         let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
         for id in &ids {
             cluster.start(*id)?;
@@ -302,6 +319,7 @@ impl Cluster {
     /// Starts (or restarts) a node process; its output goes to its log file.
     pub fn start(&mut self, id: u64) -> anyhow::Result<()> {
         let bin = self.bin.clone();
+        let env = self.spec.node_env.clone();
         let n = self.node_mut(id)?;
         if n.is_running() {
             return Ok(());
@@ -313,6 +331,7 @@ impl Cluster {
             .arg("--config")
             .arg(&n.config)
             .env("RUST_LOG", std::env::var("ATTESTD_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -497,7 +516,29 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+        for m in self.mounts.drain(..) {
+            // Lazy: a process that has not exited yet must not keep the mount alive.
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
     }
+}
+
+/// Mounts a `mb`-MiB tmpfs at `dir` (created if missing).
+fn mount_tmpfs(dir: &Path, mb: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mb}m,mode=0700"), "tmpfs"])
+        .arg(dir)
+        .output()
+        .context("running mount")?;
+    if !out.status.success() {
+        bail!(
+            "mounting a {mb} MiB tmpfs at {} failed (needs root): {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 fn send_signal(pid: u32, sig: i32) -> i32 {

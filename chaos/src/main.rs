@@ -1,5 +1,5 @@
 //! `attest-chaos`: run a local two-region attestd cluster, inject faults,
-//! and (as the harness grows) drive workloads, drills and benchmarks.
+//! run failover drills with their reports, and benchmarks.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use clap::{Parser, Subcommand};
     long_about = "attest-chaos starts a real attestd cluster on this machine (every node its own \
 process with its own RocksDB and TLS certificates) and breaks it on purpose.\n\n\
 Start a cluster and keep it running:  attest-chaos up --dir .cluster\n\
-Then, from another shell:             attestd admin status --url https://127.0.0.1:<port> --ca .cluster/certs/ca.pem"
+Then, from another shell:             attestd admin status --url https://127.0.0.1:<port> --ca .cluster/certs/ca.pem\n\
+Run a failover drill:                 attest-chaos drill primary-outage --short (see docs/drills/README.md)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,11 +58,83 @@ enum Cmd {
     /// (GET /links, POST /links/{name}, POST /regions/{a}/{b}, POST /heal).
     /// Used where `tc netem` is unavailable, e.g. between compose regions.
     Wan(attest_chaos::wan::WanProxyArgs),
+    /// Run a failover drill: a workload of attestations and control-plane
+    /// writes while the scenario injects its faults, then every check over
+    /// the recorded history. Writes history.jsonl, report.json, report.md
+    /// and timeline.svg; exits non-zero when a check fails.
+    Drill(DrillArgs),
     /// Benchmarks; results print as Markdown rows for BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// The scenario (or `all`, one after the other).
+    #[arg(value_parser = parse_scenarios)]
+    scenario: ScenarioChoice,
+    /// Short holds and fewer rounds (what CI runs).
+    #[arg(long)]
+    short: bool,
+    /// Where reports go (one sub-directory per scenario with `all`).
+    #[arg(long, default_value = "drill-reports")]
+    out: PathBuf,
+    /// Scratch directory of the local cluster.
+    #[arg(long, default_value = "/tmp/attest-drill")]
+    dir: PathBuf,
+    /// The shared evidence vectors (../shared/vectors of the checkout).
+    #[arg(long, env = "ATTEST_VECTORS", default_value = "../shared/vectors")]
+    vectors: PathBuf,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// No progress line (e.g. in CI logs).
+    #[arg(long)]
+    no_progress: bool,
+    /// Run against an existing deployment instead of a local cluster:
+    /// the gateway of each region as `<region>=<url>` (repeat), or one URL.
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    /// A node of the existing deployment as `<name>=<region>=<url>` (repeat).
+    #[arg(long = "node")]
+    nodes: Vec<String>,
+    /// CA certificate of the existing deployment.
+    #[arg(long, env = "ATTESTD_CA")]
+    ca: Option<PathBuf>,
+    /// Owner bearer token for the existing deployment.
+    #[arg(long, env = "ATTESTD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, default_value = "eastus2")]
+    primary_region: String,
+    #[arg(long, default_value = "centralus")]
+    secondary_region: String,
+    /// Inject faults with `docker compose -p attestd` (the deploy/ compose files).
+    #[arg(long)]
+    docker: bool,
+    /// Compose files for --docker (default: compose's own lookup).
+    #[arg(long = "compose-file")]
+    compose_files: Vec<PathBuf>,
+    /// Control API of the WAN emulator between the regions.
+    #[arg(long)]
+    wan_url: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+enum ScenarioChoice {
+    All,
+    One(attest_chaos::drill::Scenario),
+}
+
+fn parse_scenarios(s: &str) -> Result<ScenarioChoice, String> {
+    use attest_chaos::drill::Scenario;
+    if s == "all" {
+        return Ok(ScenarioChoice::All);
+    }
+    Scenario::parse(s).map(ScenarioChoice::One).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        format!("unknown scenario '{s}'; one of: all, {}", names.join(", "))
+    })
 }
 
 #[derive(Subcommand)]
@@ -217,8 +290,99 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }),
         Cmd::Bench { what } => rt.block_on(bench(what)),
+        Cmd::Drill(args) => {
+            let failed = rt.block_on(drill(args))?;
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Wan(args) => rt.block_on(attest_chaos::wan::run_wan_proxy(args)).context("running the WAN emulator"),
     }
+}
+
+/// Runs the chosen drills; true when one of them failed.
+async fn drill(args: DrillArgs) -> anyhow::Result<bool> {
+    use attest_chaos::drill::{self, Deployment, DrillOptions, Scenario};
+    let scenarios: Vec<Scenario> = match args.scenario {
+        ScenarioChoice::All => Scenario::ALL.to_vec(),
+        ScenarioChoice::One(s) => vec![s],
+    };
+    let remote = !args.urls.is_empty();
+    let mut failed = false;
+    let mut summary = Vec::new();
+    for scenario in scenarios {
+        let out = if matches!(args.scenario, ScenarioChoice::All) {
+            args.out.join(scenario.name())
+        } else {
+            args.out.clone()
+        };
+        let opts = DrillOptions {
+            short: args.short,
+            out_dir: out.clone(),
+            vectors: args.vectors.clone(),
+            progress: !args.no_progress,
+            seed: args.seed,
+        };
+        let dep = if remote {
+            if scenario.needs_process_control() && !args.docker {
+                eprintln!("skipping {scenario}: it kills or pauses processes; run it locally or with --docker");
+                summary.push(format!("{scenario}: skipped (needs process control)"));
+                continue;
+            }
+            Deployment::remote(remote_config(&args)?)?
+        } else {
+            let dir = args.dir.join(scenario.name());
+            Deployment::local(&dir, |spec| drill::scenarios::local_spec(scenario, spec)).await?
+        };
+        let outcome = drill::run(scenario, dep, &opts).await?;
+        let r = &outcome.report;
+        let verdict = format!("{:?}", r.verdict).to_uppercase();
+        eprintln!("drill {scenario}: {verdict} — report in {}", out.join("report.md").display());
+        for c in r.failed_checks() {
+            eprintln!("  FAILED {}: {}", c.id, c.summary);
+        }
+        failed |= r.verdict == attest_chaos::checker::verdicts::Status::Fail;
+        summary.push(format!("{scenario}: {verdict}"));
+    }
+    if summary.len() > 1 {
+        eprintln!("\n{}", summary.join("\n"));
+    }
+    Ok(failed)
+}
+
+fn remote_config(args: &DrillArgs) -> anyhow::Result<attest_chaos::drill::deployment::RemoteConfig> {
+    let gateways = args
+        .urls
+        .iter()
+        .map(|u| match u.split_once('=') {
+            Some((region, url)) if !url.is_empty() => (region.to_string(), url.to_string()),
+            _ => (args.primary_region.clone(), u.clone()),
+        })
+        .collect();
+    let nodes = args
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut parts = n.splitn(3, '=');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(name), Some(region), Some(url)) => Ok((name.to_string(), region.to_string(), url.to_string())),
+                _ => Err(anyhow::anyhow!("--node wants <name>=<region>=<url>, got '{n}'")),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let token = args.token.clone().context("an Owner bearer token is needed (--token or ATTESTD_TOKEN)")?;
+    Ok(attest_chaos::drill::deployment::RemoteConfig {
+        primary_region: args.primary_region.clone(),
+        secondary_region: args.secondary_region.clone(),
+        gateways,
+        nodes,
+        ca: args.ca.clone(),
+        token,
+        docker: args.docker,
+        compose_files: args.compose_files.clone(),
+        wan_url: args.wan_url.clone(),
+    })
 }
 
 async fn bench(what: BenchCmd) -> anyhow::Result<()> {

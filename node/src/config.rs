@@ -232,7 +232,12 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|source| ConfigError::Parse { path: origin.into(), source })?;
+        let mut allow_unsafe = false;
         for (k, v) in env {
+            if k == ALLOW_UNSAFE_ENV {
+                allow_unsafe = v == "1";
+                continue;
+            }
             let Some(rest) = k.strip_prefix("ATTESTD_") else { continue };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
@@ -243,6 +248,12 @@ impl Config {
         let cfg: Config = Config::deserialize(toml::Value::Table(value))
             .map_err(|source| ConfigError::Parse { path: format!("{origin} (with ATTESTD_* overrides)"), source })?;
         cfg.validate()?;
+        if cfg.raft.unsafe_ack_before_secondary && !allow_unsafe {
+            return Err(ConfigError::Invalid(format!(
+                "raft.unsafe_ack_before_secondary is a test-only switch that breaks RPO = 0; \
+                 it is refused unless {ALLOW_UNSAFE_ENV}=1 is set"
+            )));
+        }
         Ok(cfg)
     }
 
@@ -331,6 +342,10 @@ impl Config {
     }
 }
 
+/// Set to `1` to let test-only switches such as
+/// `raft.unsafe_ack_before_secondary` through validation.
+pub const ALLOW_UNSAFE_ENV: &str = "ATTESTD_ALLOW_UNSAFE_TEST_SWITCHES";
+
 const LIST_KEYS: &[&str] = &["join", "tpm_roots"];
 
 fn apply_override(table: &mut toml::Table, path: &[String], raw: &str) {
@@ -416,5 +431,18 @@ api_addr = "b"
         assert!(err.to_string().contains("majority"), "{err}");
         let err = Config::from_toml_with_env(&format!("{BASE}\n[bogus]\nx=1\n"), std::iter::empty(), "t").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn unsafe_test_switches_need_the_environment_variable() {
+        let text = format!("{BASE}\n[raft]\nunsafe_ack_before_secondary = true\n");
+        let err = Config::from_toml_with_env(&text, std::iter::empty(), "t").unwrap_err();
+        assert!(err.to_string().contains(ALLOW_UNSAFE_ENV), "{err}");
+        let wrong = vec![(ALLOW_UNSAFE_ENV.to_string(), "yes".to_string())];
+        assert!(Config::from_toml_with_env(&text, wrong.into_iter(), "t").is_err());
+        let env = vec![(ALLOW_UNSAFE_ENV.to_string(), "1".to_string())];
+        let c = Config::from_toml_with_env(&text, env.into_iter(), "t").unwrap();
+        assert!(c.raft.unsafe_ack_before_secondary);
+        assert!(!Config::from_toml_with_env(BASE, std::iter::empty(), "t").unwrap().raft.unsafe_ack_before_secondary);
     }
 }

@@ -52,6 +52,12 @@ pub struct Timing {
     pub max_in_snapshot_log_to_keep: u64,
     /// Deadline of one snapshot transfer (install) RPC.
     pub install_snapshot_timeout_ms: u64,
+    /// TEST ONLY, breaks RPO = 0 on purpose: acknowledge `sync`-mode writes
+    /// once committed, without waiting for a secondary-region node. It
+    /// exists so the chaos harness can show that its RPO check catches a
+    /// broken build; attestd refuses to start with it unless
+    /// `ATTESTD_ALLOW_UNSAFE_TEST_SWITCHES=1` is set.
+    pub unsafe_ack_before_secondary: bool,
 }
 
 impl Default for Timing {
@@ -67,6 +73,7 @@ impl Default for Timing {
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout_ms: 10_000,
+            unsafe_ack_before_secondary: false,
         }
     }
 }
@@ -362,7 +369,11 @@ impl ControlPlane {
         };
         let data = resp.data;
         let index = if data.duplicate { data.index } else { resp.log_id.index };
-        let (mode, secondary_durable) = self.wait_durable(index, deadline).await?;
+        let (mode, secondary_durable) = if self.timing.unsafe_ack_before_secondary {
+            (self.state.read(|s| s.replication.mode), false)
+        } else {
+            self.wait_durable(index, deadline).await?
+        };
         Ok(WriteOutcome {
             index,
             mode,

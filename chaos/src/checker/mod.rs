@@ -7,6 +7,12 @@
 //! * [`durability`]: lost-write detection on the final state of every node
 //!   after heal (RPO = 0 for acknowledged writes), plus double-apply detection
 //!   on applied-log listings.
+//! * [`tokens`]: every issued token verifies against each region's JWKS and
+//!   carries the claims its evidence implies.
+//! * [`failover`]: read-only answers while a region has no quorum,
+//!   data-plane availability per second, RPO at a primary loss, and the
+//!   measurements (RTO, control-plane recovery, replication-mode changes).
+//! * [`verdicts`]: runs all of them over a drill's history and final state.
 //!
 //! Why hand-written rather than `stateright`: the drills need Unknown
 //! (timed-out) operations whose completion is +∞, partitioning by key,
@@ -17,7 +23,10 @@
 //! All result types are serde-serializable: they are embedded in drill reports.
 
 pub mod durability;
+pub mod failover;
 pub mod linearizability;
+pub mod tokens;
+pub mod verdicts;
 
 pub use durability::{
     check_durability, AppliedEntry, DurabilityOptions, DurabilityReport, DurabilityViolation, DurabilityViolationKind,

@@ -1,0 +1,110 @@
+//! Every failover drill in its short form (what `attest-chaos drill
+//! <scenario> --short` runs), each against a fresh local 3 + 2 cluster with
+//! WAN links and a gateway per region; a test fails when any check of its
+//! report fails. The last test runs a deliberately broken build (the
+//! test-only `raft.unsafe_ack_before_secondary` switch) and shows that the
+//! RPO check then fails: the checks can fail.
+//!
+//! Timing is judged only by the drills' own generous budgets (seconds, not
+//! milliseconds); every wait is bounded.
+
+use attest_chaos::checker::verdicts::Status;
+use attest_chaos::drill::{self, Deployment, DrillOptions, Scenario};
+use attest_tests::{tempdir, vectors};
+
+async fn run(scenario: Scenario, tweak: impl FnOnce(&mut attest_chaos::cluster::ClusterSpec)) -> drill::DrillOutcome {
+    let dir = tempdir::Dir::new(scenario.name()).expect("scratch directory");
+    let dep = Deployment::local(dir.path(), |spec| {
+        drill::scenarios::local_spec(scenario, spec);
+        tweak(spec);
+    })
+    .await
+    .expect("local cluster starts");
+    let opts =
+        DrillOptions { short: true, out_dir: dir.path().join("report"), vectors: vectors(), progress: false, seed: 7 };
+    let outcome = drill::run(scenario, dep, &opts).await.expect("the drill runs to its report");
+    // The report outlives the scratch directory when asked to (post-mortems).
+    if let Some(keep) = std::env::var_os("ATTEST_DRILL_REPORTS") {
+        let to = std::path::PathBuf::from(keep).join(scenario.name());
+        let _ = std::fs::create_dir_all(&to);
+        for f in ["report.md", "report.json", "timeline.svg", "history.jsonl"] {
+            let _ = std::fs::copy(opts.out_dir.join(f), to.join(f));
+        }
+    }
+    outcome
+}
+
+async fn drill_passes(scenario: Scenario) {
+    let outcome = run(scenario, |_| {}).await;
+    let r = &outcome.report;
+    let failed: Vec<String> = r.failed_checks().iter().map(|c| format!("{}: {}", c.id, c.summary)).collect();
+    assert_eq!(r.verdict, Status::Pass, "drill {scenario} failed:\n{}\n\n{}", failed.join("\n"), r.markdown());
+    // Every drill exercised the data and the control plane.
+    assert!(r.operations.attest.ok > 0 && r.operations.writes.ok > 0, "{:?}", r.operations);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_outage() {
+    drill_passes(Scenario::PrimaryOutage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_failover() {
+    drill_passes(Scenario::PlannedFailover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secondary_outage() {
+    drill_passes(Scenario::SecondaryOutage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_partition() {
+    drill_passes(Scenario::WanPartition).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_loop() {
+    drill_passes(Scenario::LeaderKillLoop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart() {
+    drill_passes(Scenario::RollingRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_wan() {
+    drill_passes(Scenario::SlowWan).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_then_primary_loss() {
+    drill_passes(Scenario::PartitionThenPrimaryLoss).await;
+}
+
+/// Mounts a tmpfs for one node's data directory: needs root (CI runs as root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full() {
+    drill_passes(Scenario::DiskFull).await;
+}
+
+/// The broken build: sync-mode writes acknowledged before the secondary
+/// has them. The same scenario that passes above must now fail its RPO
+/// check, naming the acknowledged writes the secondary does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_build_fails_the_rpo_check() {
+    let outcome = run(Scenario::PartitionThenPrimaryLoss, |spec| {
+        spec.raft_toml.push_str("unsafe_ack_before_secondary = true\n");
+        spec.node_env.insert("ATTESTD_ALLOW_UNSAFE_TEST_SWITCHES".into(), "1".into());
+    })
+    .await;
+    let r = &outcome.report;
+    let rpo = r.checks.iter().find(|c| c.id == "rpo").expect("an rpo check");
+    assert_eq!(rpo.status, Status::Fail, "the RPO check passed on a broken build:\n{}", r.markdown());
+    let lost = rpo.details["lost_write_ids"].as_array().map_or(0, Vec::len);
+    assert!(lost > 0, "{}", rpo.summary);
+    assert_eq!(r.verdict, Status::Fail);
+    assert!(r.rpo.as_ref().is_some_and(|f| f.sync_acknowledged_writes_lost == lost));
+    eprintln!("broken build caught: {}", rpo.summary);
+}
