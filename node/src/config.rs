@@ -38,6 +38,26 @@ pub struct Config {
     /// OpenID issuers whose bearer tokens authorize management calls.
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Disaster recovery (forced promotion) safety settings.
+    #[serde(default)]
+    pub recovery: RecoverySection,
+}
+
+/// `[recovery]`: the floors a forced promotion must clear (see
+/// docs/operations.md, "Disaster recovery").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoverySection {
+    /// `admin promote` is refused until this node has heard no leader for
+    /// at least this long (and no primary node answers a probe). Guards
+    /// against promoting through a blip. Default: 2 minutes.
+    pub promote_min_outage_ms: u64,
+}
+
+impl Default for RecoverySection {
+    fn default() -> Self {
+        Self { promote_min_outage_ms: 120_000 }
+    }
 }
 
 /// How tokens are issued and which names they carry.

@@ -137,6 +137,46 @@ enum AdminCmd {
     /// New token-signing keys for this node: published first, then used;
     /// the old keys stay in /certs until every token they signed expired.
     RotateKeys(Target),
+    /// DISASTER RECOVERY: make the secondary region writable after the
+    /// primary region is lost for good (lossy, unsafe if the primary is in
+    /// fact alive; see docs/operations.md). Shows the plan (survivors' log
+    /// positions, RPO estimate) and asks for confirmation first.
+    Promote {
+        /// A node of the region to promote.
+        #[command(flatten)]
+        target: Target,
+        /// The region to promote (the secondary).
+        #[arg(long)]
+        region: String,
+        /// Required: you assert the primary region is lost.
+        #[arg(long)]
+        force: bool,
+        /// Do not prompt (automation); the plan is still printed.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Wipe a FENCED node (an old primary node after a promotion) and join
+    /// it to the surviving cluster as a fresh member.
+    Reseed {
+        /// The fenced node.
+        #[command(flatten)]
+        target: Target,
+        /// gRPC address of a promoted-side node (default: the one that fenced it).
+        #[arg(long = "join")]
+        join: Vec<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Move the voter majority (and the leadership) to `--primary`, e.g.
+    /// back to a re-seeded region.
+    Rebalance {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        primary: String,
+    },
+    /// The replicated disaster-recovery audit log.
+    Audit(Target),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -171,6 +211,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn admin(cmd: AdminCmd) -> anyhow::Result<()> {
     let (target, method, path) = match &cmd {
+        AdminCmd::Promote { .. } | AdminCmd::Reseed { .. } | AdminCmd::Rebalance { .. } => {
+            return admin_recovery(cmd).await
+        }
+        AdminCmd::Audit(t) => (t, "GET", "/admin/audit".to_string()),
         AdminCmd::Status(t) => (t, "GET", "/admin/status".to_string()),
         AdminCmd::State { target, linearizable } => (
             target,
@@ -209,6 +253,112 @@ async fn live(target: &Target) -> anyhow::Result<()> {
     let body: serde_json::Value =
         resp.json().await.with_context(|| format!("GET {url} ({status}): not a health body"))?;
     println!("{status} {body}");
+    Ok(())
+}
+
+/// Sends one admin call; prints the JSON answer; fails on a non-2xx.
+async fn admin_call(
+    target: &Target,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let http = client::http_client(target.ca.as_deref())?;
+    let url = format!("{}{}", target.url.trim_end_matches('/'), path);
+    let mut req = http.request(method.clone(), &url).timeout(Duration::from_secs(300));
+    if let Some(t) = &target.token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("decoding response")?;
+    if !status.is_success() {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        anyhow::bail!("{method} {url} answered {status}");
+    }
+    Ok(body)
+}
+
+/// Asks "type yes" on a terminal; `--yes` skips it, no terminal refuses.
+fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question}: not confirmed (no terminal; pass --yes to confirm non-interactively)");
+    }
+    print!("{question} Type 'yes' to continue: ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "yes" {
+        anyhow::bail!("not confirmed; nothing changed");
+    }
+    Ok(())
+}
+
+async fn admin_recovery(cmd: AdminCmd) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match cmd {
+        AdminCmd::Promote { target, region, force, yes } => {
+            let plan = admin_call(&target, Method::GET, &format!("/admin/promote/plan?region={region}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+            let survivors = plan["survivors"].as_array().cloned().unwrap_or_default();
+            eprintln!("\nForced promotion of {region} (epoch {} -> {}):", plan["currentEpoch"], plan["newEpoch"]);
+            for s in &survivors {
+                eprintln!(
+                    "  survivor node {}: log up to index {} (term {}), applied {}",
+                    s["nodeId"], s["lastLogIndex"], s["lastLogTerm"], s["appliedIndex"]
+                );
+            }
+            eprintln!(
+                "  new log base: index {} term {} (node {})",
+                plan["baseIndex"], plan["baseTerm"], plan["source"]
+            );
+            eprintln!("  RPO estimate: {}", plan["rpo"].as_str().unwrap_or("unknown"));
+            let refusals = plan["refusals"].as_array().cloned().unwrap_or_default();
+            if !refusals.is_empty() {
+                for r in &refusals {
+                    eprintln!("  REFUSED: {}", r.as_str().unwrap_or_default());
+                }
+                anyhow::bail!("the promotion would be refused; nothing changed");
+            }
+            if !force {
+                anyhow::bail!(
+                    "a forced promotion needs --force: it is lossy, and unsafe if the primary is in fact alive"
+                );
+            }
+            eprintln!(
+                "  WARNING: if the primary region is in fact alive (a partition), it keeps accepting writes; they will be fenced and listed as divergent, never merged."
+            );
+            confirm(&format!("Promote {region} and make it the primary?"), yes)?;
+            let body = serde_json::json!({"region": region, "force": true, "confirm": true});
+            let out = admin_call(&target, Method::POST, "/admin/promote", Some(body)).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        AdminCmd::Reseed { target, join, yes } => {
+            let epoch = admin_call(&target, Method::GET, "/admin/epoch", None).await?;
+            println!("{}", serde_json::to_string_pretty(&epoch)?);
+            if epoch["fenced"].is_null() {
+                anyhow::bail!("the node is not fenced; only fenced nodes are re-seeded");
+            }
+            confirm("Wipe this node's control-plane state and join it to the promoted cluster?", yes)?;
+            let body = serde_json::json!({"confirm": true, "join": join});
+            let out = admin_call(&target, Method::POST, "/admin/reseed", Some(body)).await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        AdminCmd::Rebalance { target, primary } => {
+            let out =
+                admin_call(&target, Method::POST, "/admin/rebalance", Some(serde_json::json!({"primary": primary})))
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        _ => anyhow::bail!("not a recovery command"),
+    }
     Ok(())
 }
 
@@ -256,6 +406,7 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         primary_region: cfg.cluster.primary_region.clone(),
         secondary_region: cfg.cluster.secondary_region.clone(),
         dial_overrides: cfg.cluster.dial_overrides.clone(),
+        promote_min_outage: Duration::from_millis(cfg.recovery.promote_min_outage_ms),
     };
     let node = RaftNode::start(raft_cfg).await.context("starting the Raft member")?;
     tracing::info!(
@@ -270,7 +421,7 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         tracing::info!(members = cfg.cluster.members.len(), "initialized a new cluster");
     }
     let is_member = {
-        let m = node.control.raft.metrics().borrow().clone();
+        let m = node.control.raft().metrics().borrow().clone();
         m.membership_config.membership().get_node(&cfg.node.id).is_some()
     };
     if !is_member && !cfg.cluster.join.is_empty() {

@@ -132,6 +132,36 @@ pub enum Command {
         mode: ReplicationMode,
         reason: String,
     },
+    /// The first entry of a new configuration epoch after a forced
+    /// promotion: `primary` (the promoted region) becomes the primary, the
+    /// lost region the secondary, replication `async` (no secondary member
+    /// is left), and the promotion is recorded in the audit log.
+    Promoted {
+        epoch: u64,
+        primary: String,
+        secondary: Option<String>,
+        /// The survivor log position the new epoch grew from.
+        base_term: u64,
+        base_index: u64,
+        /// Estimated recovery point, in words (see `recovery::rpo_estimate`).
+        rpo: String,
+        detail: serde_json::Value,
+    },
+    /// `admin rebalance`: the voter majority moved to `primary`.
+    Rebalanced {
+        primary: String,
+        secondary: Option<String>,
+        detail: serde_json::Value,
+    },
+    /// A disaster-recovery event for the audit log (re-seed, divergent
+    /// writes of a fenced node, …). Changes nothing else.
+    Audit {
+        action: String,
+        epoch: u64,
+        #[serde(default)]
+        rpo: Option<String>,
+        detail: serde_json::Value,
+    },
     /// Does nothing; used to probe that writes go through.
     Noop,
 }
@@ -152,6 +182,9 @@ impl Command {
             Command::PutCollateral { .. } => "put_collateral",
             Command::DeleteCollateral { .. } => "delete_collateral",
             Command::SetReplicationMode { .. } => "set_replication_mode",
+            Command::Promoted { .. } => "promoted",
+            Command::Rebalanced { .. } => "rebalanced",
+            Command::Audit { .. } => "audit",
             Command::Noop => "noop",
         }
     }

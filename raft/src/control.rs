@@ -123,6 +123,9 @@ pub enum WriteError {
     Rejected(String),
     #[error("{0}")]
     Internal(String),
+    /// This node was superseded by a forced promotion (see `epoch`).
+    #[error("{reason}")]
+    Fenced { reason: String },
 }
 
 impl WriteError {
@@ -134,6 +137,7 @@ impl WriteError {
             WriteError::NotLeader { .. } => "NotLeader",
             WriteError::Rejected(_) => "InvalidOperation",
             WriteError::Internal(_) => "InternalError",
+            WriteError::Fenced { .. } => "NodeFenced",
         }
     }
 
@@ -144,6 +148,7 @@ impl WriteError {
             "NotLeader" => WriteError::NotLeader { leader },
             "InvalidOperation" => WriteError::Rejected(message),
             "ReplicationPending" => WriteError::ReplicationPending { index: message.parse().unwrap_or_default() },
+            "NodeFenced" => WriteError::Fenced { reason: message },
             _ => WriteError::Internal(message),
         }
     }
@@ -184,6 +189,10 @@ pub struct ControlStatus {
     /// Per-peer replication lag in entries (leader only).
     pub peer_lag: std::collections::BTreeMap<NodeId, u64>,
     pub members: Vec<MemberStatus>,
+    /// This node's configuration epoch (1 until a forced promotion).
+    pub epoch: u64,
+    /// Set when a newer epoch superseded this node (see `epoch`).
+    pub fenced: Option<crate::epoch::FenceRecord>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -230,7 +239,22 @@ impl LeaderContact {
 pub struct ControlPlane {
     pub id: NodeId,
     pub region: String,
-    pub raft: Raft,
+    /// This node as the membership records it.
+    pub me: NodeInfo,
+    /// The running openraft instance. Behind a lock only because a forced
+    /// promotion or a re-seed restarts Raft inside the process; everything
+    /// else clones it (`raft()`, a cheap handle) and never holds the lock.
+    pub(crate) raft_cell: std::sync::RwLock<Raft>,
+    /// This node's configuration epoch and fence (see `epoch`).
+    pub epoch: Arc<crate::epoch::EpochState>,
+    /// How to restart Raft on the same storage (see `recovery`).
+    pub(crate) restarter: crate::recovery::Restarter,
+    /// Set while a forced promotion has Raft shut down on this node.
+    pub(crate) frozen: std::sync::Mutex<Option<crate::recovery::Freeze>>,
+    /// Serializes recovery steps on this node.
+    pub(crate) recovery_lock: tokio::sync::Mutex<()>,
+    /// `[recovery] promote_min_outage_ms` of this node's configuration.
+    pub promote_min_outage: Duration,
     pub state: StateHandle,
     pub channels: Channels,
     pub timing: Timing,
@@ -255,8 +279,13 @@ pub fn now_ms() -> u64 {
 }
 
 impl ControlPlane {
+    /// The running Raft instance (a cheap, cloneable handle).
+    pub fn raft(&self) -> Raft {
+        self.raft_cell.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn metrics(&self) -> RaftMetrics {
-        self.raft.metrics().borrow().clone()
+        self.raft().metrics().borrow().clone()
     }
 
     /// Builds a request envelope with a fresh id.
@@ -269,7 +298,10 @@ impl ControlPlane {
         let started = Instant::now();
         let kind = req.command.kind();
         let deadline = tokio::time::Instant::now() + within.min(Duration::from_millis(self.timing.write_timeout_ms));
-        let result = self.write_inner(req, deadline).await;
+        let result = match self.refusal() {
+            Some(e) => Err(e),
+            None => self.write_inner(req, deadline).await,
+        };
         let status = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
@@ -296,7 +328,8 @@ impl ControlPlane {
                         self.wait_metrics_change(Duration::from_millis(20), deadline).await;
                         continue;
                     }
-                    other => other,
+                    Err(e) => Err(unknown_if_delivered(e, maybe_delivered)),
+                    ok => ok,
                 };
             }
             let leader = m.current_leader.filter(|l| *l != self.id);
@@ -308,7 +341,7 @@ impl ControlPlane {
                 match self.forward(&addr, &req, deadline).await {
                     Ok(out) => return Ok(out),
                     Err(ForwardFailure::Remote(WriteError::NotLeader { .. })) => {}
-                    Err(ForwardFailure::Remote(e)) => return Err(e),
+                    Err(ForwardFailure::Remote(e)) => return Err(unknown_if_delivered(e, maybe_delivered)),
                     Err(ForwardFailure::Transport { delivered }) => maybe_delivered |= delivered,
                 }
             } else if !fresh && (self.leader_contact.ever() || self.leader_contact.age() >= readonly_after) {
@@ -334,13 +367,31 @@ impl ControlPlane {
     }
 
     async fn wait_metrics_change(&self, max: Duration, deadline: tokio::time::Instant) {
-        let mut rx = self.raft.metrics();
+        let mut rx = self.raft().metrics();
         let until = (tokio::time::Instant::now() + max).min(deadline);
         let _ = timeout_at(until, rx.changed()).await;
     }
 
+    /// Why this node must not accept a write at all: it is fenced by a
+    /// newer epoch, or a forced promotion has its Raft stopped.
+    pub fn refusal(&self) -> Option<WriteError> {
+        if let Some(f) = self.epoch.fence() {
+            return Some(WriteError::Fenced { reason: crate::recovery::fence_reason(&f) });
+        }
+        if self.frozen.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Some(WriteError::ReadOnly {
+                reason: "a forced promotion is in progress on this node".into(),
+                outcome: Outcome::NotApplied,
+            });
+        }
+        None
+    }
+
     /// Proposes on this node, which believes it leads.
     pub async fn leader_write(&self, req: Request, deadline: tokio::time::Instant) -> Result<WriteOutcome, WriteError> {
+        if let Some(e) = self.refusal() {
+            return Err(e);
+        }
         let m = self.metrics();
         if m.state != ServerState::Leader {
             return Err(WriteError::NotLeader { leader: m.current_leader });
@@ -354,7 +405,7 @@ impl ControlPlane {
                 });
             }
         }
-        let resp = match timeout_at(deadline, self.raft.client_write(req)).await {
+        let resp = match timeout_at(deadline, self.raft().client_write(req)).await {
             Err(_) => {
                 return Err(WriteError::ReadOnly {
                     reason: "proposed but not committed before the deadline (quorum lost?)".into(),
@@ -393,7 +444,7 @@ impl ControlPlane {
         index: u64,
         deadline: tokio::time::Instant,
     ) -> Result<(ReplicationMode, bool), WriteError> {
-        let mut metrics_rx = self.raft.metrics();
+        let mut metrics_rx = self.raft().metrics();
         let mut applied_rx = self.state.watch_applied();
         loop {
             let (mode, secondary) =
@@ -513,7 +564,7 @@ impl ControlPlane {
     /// On the leader: confirms leadership with a quorum and returns the
     /// index a linearizable read must wait for.
     pub async fn leader_read_index(&self, deadline: tokio::time::Instant) -> Result<u64, WriteError> {
-        match timeout_at(deadline, self.raft.get_read_log_id()).await {
+        match timeout_at(deadline, self.raft().get_read_log_id()).await {
             Err(_) => Err(WriteError::ReadOnly {
                 reason: "leadership not confirmed in time".into(),
                 outcome: Outcome::NotApplied,
@@ -539,7 +590,7 @@ impl ControlPlane {
         let info_region = info.region.clone();
         let known = m.membership_config.membership().get_node(&id).cloned();
         if known.as_ref() != Some(&info) {
-            self.raft.add_learner(id, info, true).await.map_err(map_client_err)?;
+            self.raft().add_learner(id, info, true).await.map_err(map_client_err)?;
         }
         if voter {
             let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
@@ -559,7 +610,7 @@ impl ControlPlane {
                 }
             }
             if !voters.contains(&id) {
-                self.raft
+                self.raft()
                     .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
                     .await
                     .map_err(map_client_err)?;
@@ -605,7 +656,9 @@ impl ControlPlane {
         let leader_region = m.current_leader.and_then(|l| membership.get_node(&l).map(|n| n.region.clone()));
         let is_leader = m.state == ServerState::Leader;
         let readonly_after = self.timing.readonly_after();
-        let writable = if is_leader {
+        let writable = if self.refusal().is_some() {
+            false
+        } else if is_leader {
             m.millis_since_quorum_ack.is_none_or(|ms| Duration::from_millis(ms) <= readonly_after)
         } else {
             m.current_leader.is_some() && self.leader_contact.ever() && self.leader_contact.age() < readonly_after
@@ -641,7 +694,22 @@ impl ControlPlane {
             },
             peer_lag,
             members,
+            epoch: self.epoch.epoch(),
+            fenced: self.epoch.fence(),
         }
+    }
+}
+
+/// A "not applied" answer speaks only for the attempt it answers: when an
+/// earlier forward of the same request may have reached a leader (it timed
+/// out after sending), that one may still commit, so the write's fate is
+/// unknown. Found by the chaos drills (wan-partition under CPU stalls).
+fn unknown_if_delivered(e: WriteError, maybe_delivered: bool) -> WriteError {
+    match e {
+        WriteError::ReadOnly { reason, outcome: Outcome::NotApplied } if maybe_delivered => {
+            WriteError::ReadOnly { reason, outcome: Outcome::Unknown }
+        }
+        other => other,
     }
 }
 
@@ -672,4 +740,20 @@ pub fn primary_holds_majority(voter_regions: &[&str], primary: &str) -> bool {
 /// Members (voters and learners) labelled with the secondary region.
 pub fn secondary_members(m: &RaftMetrics, secondary: &str) -> Vec<NodeId> {
     m.membership_config.membership().nodes().filter(|(_, n)| n.region == secondary).map(|(id, _)| *id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_after_a_possibly_delivered_forward_is_unknown() {
+        let refused = || WriteError::ReadOnly { reason: "no quorum".into(), outcome: Outcome::NotApplied };
+        assert_eq!(unknown_if_delivered(refused(), false), refused());
+        assert_eq!(
+            unknown_if_delivered(refused(), true),
+            WriteError::ReadOnly { reason: "no quorum".into(), outcome: Outcome::Unknown }
+        );
+        assert_eq!(unknown_if_delivered(WriteError::Rejected("x".into()), true), WriteError::Rejected("x".into()));
+    }
 }

@@ -18,8 +18,10 @@
 pub mod command;
 pub mod control;
 pub mod db;
+pub mod epoch;
 pub mod log_store;
 pub mod network;
+pub mod recovery;
 pub mod replication;
 pub mod service;
 pub mod state;
@@ -64,6 +66,8 @@ pub struct RaftNodeConfig {
     pub secondary_region: Option<String>,
     /// Advertised peer address → address to dial (see `network::Channels`).
     pub dial_overrides: std::collections::HashMap<String, String>,
+    /// A forced promotion is refused until no leader was heard for this long.
+    pub promote_min_outage: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,8 @@ pub enum StartError {
     Raft(String),
     #[error("grpc: {0}")]
     Grpc(String),
+    #[error(transparent)]
+    Epoch(#[from] epoch::EpochError),
 }
 
 /// A running Raft member: the control plane plus its background tasks.
@@ -97,9 +103,14 @@ pub struct RaftNode {
 impl RaftNode {
     pub async fn start(cfg: RaftNodeConfig) -> Result<Self, StartError> {
         let db = db::open(&cfg.data_dir.join("raft"))?;
+        let epoch = epoch::EpochState::load(db.clone())?;
+        if let Some(f) = epoch.fence() {
+            tracing::error!(reason = %recovery::fence_reason(&f), "starting FENCED");
+        }
         let log_store = log_store::LogStore::new(db.clone());
         let log_view = log_store.clone();
-        let (sm, state) = state_machine::StateMachineStore::open(db)?;
+        let (sm, state) = state_machine::StateMachineStore::open(db.clone())?;
+        let sm_shared = sm.shared();
 
         let t = &cfg.timing;
         let factor =
@@ -128,20 +139,45 @@ impl RaftNode {
             channels: channels.clone(),
             contacts: contacts.clone(),
             backoff: Duration::from_millis(t.heartbeat_ms.clamp(20, 500)),
+            epoch: epoch.clone(),
         };
-        let raft = Raft::new(cfg.id, Arc::new(raft_config), network, log_store, sm)
+        // Before Raft runs or anything is served: were we superseded while
+        // we were away? (See `recovery::check_epoch_before_start`.)
+        if log_store.last_log_id().ok().flatten().is_some() {
+            let peers = recovery::known_peers(&log_store, &sm, cfg.id);
+            recovery::check_epoch_before_start(&channels, &epoch, peers, recovery::START_EPOCH_CHECK).await;
+        }
+        let raft_config = Arc::new(raft_config);
+        let restarter =
+            recovery::Restarter { db, config: raft_config.clone(), network: network.clone(), shared: sm_shared };
+        let raft = Raft::new(cfg.id, raft_config, network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let control = Arc::new(ControlPlane {
             id: cfg.id,
             region: cfg.region.clone(),
-            raft,
+            me: NodeInfo {
+                region: cfg.region.clone(),
+                raft_addr: cfg.advertise_raft.clone(),
+                api_addr: cfg.advertise_api.clone(),
+            },
+            raft_cell: std::sync::RwLock::new(raft),
+            epoch,
+            restarter,
+            frozen: Default::default(),
+            recovery_lock: Default::default(),
+            promote_min_outage: cfg.promote_min_outage,
             state,
             channels,
             timing: cfg.timing.clone(),
             leader_contact: Default::default(),
             log: log_view,
         });
+
+        if control.epoch.is_fenced() {
+            // A superseded node runs no consensus (see `recovery::fence_watcher`).
+            let _ = control.raft().shutdown().await;
+        }
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -190,6 +226,8 @@ impl RaftNode {
             primary_region: cfg.primary_region.clone(),
             secondary_region: cfg.secondary_region.clone(),
         };
+        tokio::spawn(recovery::fence_watcher(control.clone(), shutdown_rx.clone()));
+        tokio::spawn(recovery::divergence_reporter(control.clone(), shutdown_rx.clone()));
         tokio::spawn(controller.run(shutdown_rx));
 
         Ok(Self { control, contacts, bound, shutdown_tx, server })
@@ -198,7 +236,12 @@ impl RaftNode {
     /// Initializes a brand-new cluster with `members` as voters. A node that
     /// is already initialized (any restart) does nothing.
     pub async fn bootstrap(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<bool, StartError> {
-        let raft = &self.control.raft;
+        // A re-seeded node only ever joins: bootstrapping it would found a
+        // second cluster with the old member list.
+        if self.control.epoch.reseeded() || self.control.epoch.is_fenced() {
+            return Ok(false);
+        }
+        let raft = self.control.raft();
         if raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))? {
             return Ok(false);
         }
@@ -211,7 +254,7 @@ impl RaftNode {
 
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
-        let _ = self.control.raft.shutdown().await;
+        let _ = self.control.raft().shutdown().await;
         let _ = self.server.await;
     }
 }
@@ -238,6 +281,8 @@ pub async fn join_cluster(
                 raft_addr: me.raft_addr.clone(),
                 api_addr: me.api_addr.clone(),
                 voter,
+                epoch: control.epoch.epoch(),
+                has_state: control.has_raft_state(),
             });
             req.set_timeout(Duration::from_secs(30));
             match client.join(req).await {
@@ -247,9 +292,13 @@ pub async fn join_cluster(
                         return Ok(());
                     }
                     last_err = format!("{}: {}", r.error_code, r.error_message);
+                    // A fence does not change by asking again.
+                    if r.error_code == "NodeFenced" {
+                        return Err(last_err);
+                    }
                     // Follow the leader hint when we know its address.
                     if r.leader_id != 0 {
-                        let m = control.raft.metrics().borrow().clone();
+                        let m = control.raft().metrics().borrow().clone();
                         if let Some(n) = m.membership_config.membership().get_node(&r.leader_id) {
                             if !targets.contains(&n.raft_addr) {
                                 targets.insert(0, n.raft_addr.clone());

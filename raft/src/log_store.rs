@@ -82,6 +82,54 @@ impl LogStore {
         Ok(out)
     }
 
+    /// The vote on disk (recovery reports; Raft reads it through the trait).
+    pub fn stored_vote(&self) -> Result<Option<Vote>, StorageError> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    /// The last log id on disk, counting a purge point as the last entry
+    /// of an empty log.
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        Ok(self.last_entry_log_id()?.or(last_purged))
+    }
+
+    /// UNSAFE RECOVERY ONLY, with Raft shut down: overwrite the vote. See
+    /// `recovery` for why a forced promotion may do this.
+    pub fn force_vote(&self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta_synced(KEY_VOTE, vote)
+    }
+
+    /// UNSAFE RECOVERY ONLY, with Raft shut down: append `entry` right after
+    /// the last one (synced), dropping anything at or after its index.
+    pub fn force_append(&self, entry: &Entry) -> Result<(), StorageError> {
+        let v = serde_json::to_vec(entry).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf_logs(), index_key(entry.log_id.index), index_key(u64::MAX));
+        batch.delete_cf(self.cf_logs(), index_key(u64::MAX));
+        batch.put_cf(self.cf_logs(), index_key(entry.log_id.index), v);
+        self.db.write_opt(batch, &synced()).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))
+    }
+
+    /// RE-SEED ONLY, with Raft shut down: deletes every log entry, the vote,
+    /// the state machine and its snapshot: the node becomes a blank member
+    /// (its epoch and fence records stay until the caller replaces them).
+    pub fn wipe_all(&self) -> Result<(), StorageError> {
+        let mut batch = WriteBatch::default();
+        for cf in [crate::db::CF_LOGS, CF_META, crate::db::CF_STATE] {
+            let Some(h) = self.db.cf_handle(cf) else { continue };
+            let it = self.db.iterator_cf(h, IteratorMode::Start);
+            for item in it {
+                let (k, _) = item.map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Read, e))?;
+                if cf == CF_META && crate::epoch::KEYS_KEPT_BY_WIPE.contains(&&*k) {
+                    continue;
+                }
+                batch.delete_cf(h, k);
+            }
+        }
+        self.db.write_opt(batch, &synced()).map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Delete, e))
+    }
+
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
         let mut it = self.db.iterator_cf(self.cf_logs(), IteratorMode::End);
         match it.next() {

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::epoch::EpochState;
 use crate::tls::PeerTls;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
@@ -97,10 +98,13 @@ impl PeerContacts {
     }
 }
 
+#[derive(Clone)]
 pub struct NetworkFactory {
     pub channels: Channels,
     pub contacts: Arc<PeerContacts>,
     pub backoff: Duration,
+    /// Stamped on every RPC; a refusal naming a newer epoch fences us.
+    pub epoch: Arc<EpochState>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -113,6 +117,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             channels: self.channels.clone(),
             contacts: self.contacts.clone(),
             backoff: self.backoff,
+            epoch: self.epoch.clone(),
         }
     }
 }
@@ -123,6 +128,7 @@ pub struct PeerClient {
     channels: Channels,
     contacts: Arc<PeerContacts>,
     backoff: Duration,
+    epoch: Arc<EpochState>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -134,10 +140,17 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        // A fenced node takes part in no Raft traffic: it cannot elect a
+        // leader, replicate, or rejoin until it is re-seeded.
+        if self.epoch.is_fenced() {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "this node is fenced by a newer configuration epoch",
+            ))));
+        }
         let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client =
             self.channels.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut request = tonic::Request::new(RaftMessage { payload });
+        let mut request = tonic::Request::new(RaftMessage { payload, epoch: self.epoch.epoch() });
         request.set_timeout(timeout);
         let started = Instant::now();
         let result = match rpc {
@@ -152,6 +165,22 @@ impl PeerClient {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 metrics::counter!("attest_raft_rpc_errors_total", "rpc" => rpc, "peer" => target).increment(1);
+                if let Some(newer) = crate::epoch::epoch_from_status(&status) {
+                    match self.epoch.learn_fence(newer.clone(), &self.addr) {
+                        Ok(true) => {
+                            metrics::counter!("attest_node_fenced_total").increment(1);
+                            tracing::error!(
+                                peer = self.target,
+                                peer_addr = %self.addr,
+                                newer_epoch = newer.epoch,
+                                promoted_region = %newer.region,
+                                "FENCED: a peer refused this node's epoch; this node no longer serves the data plane or the control plane and must be re-seeded (attestd admin reseed)"
+                            );
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::error!(error = %e, "could not persist the fence record"),
+                    }
+                }
                 return Err(match status.code() {
                     tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
                     _ => RPCError::Network(NetworkError::new(&status)),

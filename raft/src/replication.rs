@@ -36,10 +36,10 @@ impl ModeController {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => return,
             }
-            let m = self.control.raft.metrics().borrow().clone();
+            let m = self.control.raft().metrics().borrow().clone();
             metrics::gauge!("attest_raft_term").set(m.current_term as f64);
             metrics::gauge!("attest_raft_is_leader").set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
-            if m.state != ServerState::Leader {
+            if m.state != ServerState::Leader || self.control.epoch.is_fenced() {
                 leading_since = None;
                 continue;
             }
@@ -51,6 +51,18 @@ impl ModeController {
                     now
                 }
             };
+            // A forced promotion whose report the coordinator did not write.
+            if let Some(cmd) = crate::recovery::pending_promotion(&self.control) {
+                let epoch = self.control.epoch.epoch();
+                let mut req = self.control.request("promotion-recorder", cmd);
+                req.request_id = format!("promote-epoch-{epoch}");
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(self.control.timing.write_timeout_ms);
+                if let Err(e) = self.control.leader_write(req, deadline).await {
+                    tracing::warn!(error = %e, "recording the promotion failed; will retry");
+                }
+                continue;
+            }
             let (topology, repl) = self.control.state.read(|s| (s.topology.clone(), s.replication.clone()));
             if topology.is_none() {
                 self.propose(Command::SetTopology {

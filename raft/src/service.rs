@@ -8,6 +8,7 @@ use attest_proto::node_admin_server::NodeAdmin;
 use attest_proto::raft_server::Raft as RaftRpc;
 use attest_proto::{
     ForwardReply, ForwardRequest, JoinReply, JoinRequest, LinearizableReadReply, LinearizableReadRequest, RaftMessage,
+    RecoveryReply, RecoveryRequest,
 };
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
@@ -19,9 +20,9 @@ fn decode<T: serde::de::DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> 
     serde_json::from_slice(&m.payload).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftMessage>, Status> {
+fn encode<T: serde::Serialize>(v: &T, epoch: u64) -> Result<Response<RaftMessage>, Status> {
     serde_json::to_vec(v)
-        .map(|payload| Response::new(RaftMessage { payload }))
+        .map(|payload| Response::new(RaftMessage { payload, epoch }))
         .map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -29,11 +30,50 @@ pub struct RaftService {
     pub control: Arc<ControlPlane>,
 }
 
+impl RaftService {
+    /// The epoch gate in front of every Raft RPC (see `epoch`): a fenced
+    /// node takes none; an RPC from an older epoch is refused with our
+    /// record, which fences the sender; an RPC from a newer epoch is taken
+    /// only by a node without Raft state (it adopts the epoch), and fences
+    /// a node that has state (it missed a promotion).
+    fn gate(&self, sender_epoch: u64) -> Result<(), Status> {
+        let epoch = &self.control.epoch;
+        if epoch.is_fenced() {
+            return Err(crate::epoch::stale_epoch_status(&epoch.newest_known(), sender_epoch, true));
+        }
+        let mine = epoch.record();
+        // Epoch 0 = a peer built before epochs existed: treat as epoch 1.
+        let sender_epoch = sender_epoch.max(1);
+        if sender_epoch < mine.epoch {
+            metrics::counter!("attest_raft_stale_epoch_refusals_total").increment(1);
+            return Err(crate::epoch::stale_epoch_status(&mine, sender_epoch, false));
+        }
+        if sender_epoch > mine.epoch {
+            if self.control.has_raft_state() {
+                let newer = crate::epoch::EpochRecord { epoch: sender_epoch, ..Default::default() };
+                if let Ok(true) = epoch.learn_fence(newer, "") {
+                    tracing::error!(
+                        own_epoch = mine.epoch,
+                        sender_epoch,
+                        "FENCED: contacted by a node of a newer epoch while holding state of an older one; re-seed this node"
+                    );
+                }
+                return Err(crate::epoch::stale_epoch_status(&epoch.newest_known(), sender_epoch, true));
+            }
+            let adopted = crate::epoch::EpochRecord { epoch: sender_epoch, ..mine };
+            epoch.set_record(adopted).map_err(|e| Status::internal(e.to_string()))?;
+            tracing::info!(epoch = sender_epoch, "adopted the configuration epoch of the cluster");
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.gate(req.get_ref().epoch)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
-        let res = self.control.raft.append_entries(rpc).await;
+        let res = self.control.raft().append_entries(rpc).await;
         // Contact with a leader whose vote we accept keeps this node's
         // control plane "writable" (writes are forwarded to it).
         if let Ok(resp) = &res {
@@ -41,21 +81,23 @@ impl RaftRpc for RaftService {
                 self.control.leader_contact.touch();
             }
         }
-        encode(&res)
+        encode(&res, self.control.epoch.epoch())
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.gate(req.get_ref().epoch)?;
         let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
-        encode(&self.control.raft.vote(rpc).await)
+        encode(&self.control.raft().vote(rpc).await, self.control.epoch.epoch())
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.gate(req.get_ref().epoch)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
-        let res = self.control.raft.install_snapshot(rpc).await;
+        let res = self.control.raft().install_snapshot(rpc).await;
         if res.is_ok() {
             self.control.leader_contact.touch();
         }
-        encode(&res)
+        encode(&res, self.control.epoch.epoch())
     }
 }
 
@@ -101,6 +143,17 @@ impl NodeAdmin for AdminService {
                 leader_id: 0,
             }));
         }
+        let mine = self.control.epoch.epoch();
+        if self.control.epoch.is_fenced() || (r.has_state && r.epoch.max(1) < mine) {
+            let e = WriteError::Fenced {
+                reason: format!(
+                    "node {} holds state of configuration epoch {} but the cluster is in epoch {mine} (or this node is fenced): re-seed it (attestd admin reseed) instead of joining",
+                    r.node_id, r.epoch
+                ),
+            };
+            let (code, message) = e.to_wire();
+            return Ok(Response::new(JoinReply { error_code: code, error_message: message, leader_id: 0 }));
+        }
         let info = NodeInfo { region: r.region, raft_addr: r.raft_addr, api_addr: r.api_addr };
         let reply = match self.control.add_member(r.node_id, info, r.voter).await {
             Ok(()) => JoinReply::default(),
@@ -112,6 +165,15 @@ impl NodeAdmin for AdminService {
                 };
                 JoinReply { error_code: code, error_message: message, leader_id }
             }
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn recovery(&self, req: Request<RecoveryRequest>) -> Result<Response<RecoveryReply>, Status> {
+        let r = req.into_inner();
+        let reply = match crate::recovery::handle_rpc(&self.control, &r.phase, &r.payload).await {
+            Ok(payload) => RecoveryReply { payload, error: String::new() },
+            Err(e) => RecoveryReply { payload: Vec::new(), error: e.to_string() },
         };
         Ok(Response::new(reply))
     }

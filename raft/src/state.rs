@@ -86,6 +86,24 @@ pub struct ReplicationRecord {
     pub changed_at_ms: u64,
 }
 
+/// One entry of the replicated disaster-recovery audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Log index of the entry that recorded it.
+    pub index: u64,
+    /// What happened: `promote`, `reseed`, `rebalance`, `divergent-writes`, …
+    pub action: String,
+    /// Who: the operator's token subject, or the node that reported it.
+    pub actor: String,
+    /// When: the proposer's wall clock (Unix ms).
+    pub at_ms: u64,
+    /// The configuration epoch the event belongs to.
+    pub epoch: u64,
+    /// Estimated recovery point (promotions), in words.
+    pub rpo: Option<String>,
+    pub detail: serde_json::Value,
+}
+
 /// The whole replicated control plane.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlState {
@@ -99,6 +117,13 @@ pub struct ControlState {
     pub node_certs: BTreeMap<String, NodeCertRecord>,
     pub collateral: BTreeMap<String, CollateralRecord>,
     pub replication: ReplicationRecord,
+    /// The configuration epoch the applied log is in (1 until the first
+    /// forced promotion; see `epoch`).
+    #[serde(default)]
+    pub epoch: u64,
+    /// Disaster-recovery audit log, keyed by log index.
+    #[serde(default)]
+    pub audit: BTreeMap<u64, AuditRecord>,
     /// request id → first response. Persisted and part of snapshots so that
     /// deduplication survives restarts and leader changes.
     pub dedup: HashMap<String, Response>,
@@ -150,6 +175,9 @@ impl ControlState {
         }
         let mut muts = Vec::new();
         let (error, detail) = self.apply_command(index, &req.command, proposed_at_ms, &mut muts);
+        if error.is_none() {
+            self.audit_of(index, req, &mut muts);
+        }
         let resp = Response { index, error, duplicate: false, detail };
         self.remember(index, &req.request_id, &resp, &mut muts);
         (resp, muts)
@@ -342,6 +370,28 @@ impl ControlState {
                 }
                 (None, None)
             }
+            Command::Promoted { epoch, primary, secondary, .. } => {
+                let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
+                put(muts, "topology".into(), &t);
+                self.topology = Some(t);
+                self.epoch = (*epoch).max(self.epoch);
+                put(muts, "epoch".into(), &self.epoch);
+                self.replication = ReplicationRecord {
+                    mode: ReplicationMode::Async,
+                    reason: format!("forced promotion of {primary} (epoch {epoch}): no secondary-region member left"),
+                    since_index: index,
+                    changed_at_ms: now_ms,
+                };
+                put(muts, "replication".into(), &self.replication);
+                (None, None)
+            }
+            Command::Rebalanced { primary, secondary, .. } => {
+                let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
+                put(muts, "topology".into(), &t);
+                self.topology = Some(t);
+                (None, None)
+            }
+            Command::Audit { .. } => (None, None),
             Command::SetReplicationMode { mode, reason } => {
                 if self.replication.mode == *mode {
                     return (None, Some("unchanged".into()));
@@ -356,6 +406,40 @@ impl ControlState {
                 (None, None)
             }
         }
+    }
+
+    /// Records the audit entry of a disaster-recovery command.
+    fn audit_of(&mut self, index: u64, req: &Request, muts: &mut Vec<Mutation>) {
+        let (action, epoch, rpo, detail) = match &req.command {
+            Command::Promoted { epoch, primary, secondary, base_term, base_index, rpo, detail } => (
+                "promote",
+                *epoch,
+                Some(rpo.clone()),
+                serde_json::json!({
+                    "primary": primary, "secondary": secondary,
+                    "baseTerm": base_term, "baseIndex": base_index, "report": detail,
+                }),
+            ),
+            Command::Rebalanced { primary, secondary, detail } => (
+                "rebalance",
+                self.epoch,
+                None,
+                serde_json::json!({"primary": primary, "secondary": secondary, "report": detail}),
+            ),
+            Command::Audit { action, epoch, rpo, detail } => (action.as_str(), *epoch, rpo.clone(), detail.clone()),
+            _ => return,
+        };
+        let rec = AuditRecord {
+            index,
+            action: action.to_string(),
+            actor: req.actor.clone(),
+            at_ms: req.proposed_at_ms,
+            epoch,
+            rpo,
+            detail,
+        };
+        put(muts, format!("audit/{index:020}"), &rec);
+        self.audit.insert(index, rec);
     }
 
     fn check_policy_writable(&self, provider: &str) -> Option<CommandError> {
@@ -375,6 +459,12 @@ impl ControlState {
             self.topology = Some(serde_json::from_slice(value)?);
         } else if key == "replication" {
             self.replication = serde_json::from_slice(value)?;
+        } else if key == "epoch" {
+            self.epoch = serde_json::from_slice(value)?;
+        } else if let Some(k) = key.strip_prefix("audit/") {
+            if let Ok(idx) = k.parse::<u64>() {
+                self.audit.insert(idx, serde_json::from_slice(value)?);
+            }
         } else if let Some(k) = key.strip_prefix("provider/") {
             self.providers.insert(k.to_string(), serde_json::from_slice(value)?);
         } else if let Some(k) = key.strip_prefix("policy/") {
@@ -402,6 +492,12 @@ impl ControlState {
             put(&mut m, "topology".into(), t);
         }
         put(&mut m, "replication".into(), &self.replication);
+        if self.epoch != 0 {
+            put(&mut m, "epoch".into(), &self.epoch);
+        }
+        for (idx, rec) in &self.audit {
+            put(&mut m, format!("audit/{idx:020}"), rec);
+        }
         for (k, v) in &self.providers {
             put(&mut m, format!("provider/{k}"), v);
         }
@@ -439,6 +535,7 @@ impl ControlState {
             node_certs: &'a BTreeMap<String, NodeCertRecord>,
             collateral: &'a BTreeMap<String, CollateralRecord>,
             replication_mode: ReplicationMode,
+            epoch: u64,
         }
         let v = View {
             topology: &self.topology,
@@ -448,6 +545,7 @@ impl ControlState {
             node_certs: &self.node_certs,
             collateral: &self.collateral,
             replication_mode: self.replication.mode,
+            epoch: self.epoch.max(1),
         };
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
         hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref())

@@ -60,10 +60,18 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// What survives a restart of Raft inside the process (forced promotion,
+/// re-seed): the state the API reads and the applied-index channel.
+#[derive(Clone)]
+pub struct SmShared {
+    state: Arc<RwLock<ControlState>>,
+    applied_tx: Arc<watch::Sender<u64>>,
+}
+
 pub struct StateMachineStore {
     db: Arc<DB>,
     state: Arc<RwLock<ControlState>>,
-    applied_tx: watch::Sender<u64>,
+    applied_tx: Arc<watch::Sender<u64>>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     snapshot_seq: u64,
@@ -77,6 +85,26 @@ impl StateMachineStore {
     /// Loads the persisted state (fast: one scan of the state column family;
     /// the restart benchmark with 10 000 policies depends on it).
     pub fn open(db: Arc<DB>) -> Result<(Self, StateHandle), StorageError> {
+        let (applied_tx, applied_rx) = watch::channel(0);
+        let shared = SmShared { state: Arc::default(), applied_tx: Arc::new(applied_tx) };
+        let sm = Self::reopen(db, &shared)?;
+        let handle = StateHandle { state: shared.state.clone(), applied: applied_rx };
+        Ok((sm, handle))
+    }
+
+    /// The last applied membership (peers to ask for their epoch at start).
+    pub fn stored_membership(&self) -> &StoredMembership {
+        &self.membership
+    }
+
+    /// The parts a restarted Raft's state machine must share with the API.
+    pub fn shared(&self) -> SmShared {
+        SmShared { state: self.state.clone(), applied_tx: self.applied_tx.clone() }
+    }
+
+    /// Loads the persisted state into `shared` (replacing what it held):
+    /// used at start and whenever Raft restarts inside the process.
+    pub fn reopen(db: Arc<DB>, shared: &SmShared) -> Result<Self, StorageError> {
         let cf_meta = db.cf_handle(CF_META).expect("meta column family exists");
         let cf_state = db.cf_handle(CF_STATE).expect("state column family exists");
         let read = |k: &[u8]| -> Result<Option<Vec<u8>>, StorageError> {
@@ -103,10 +131,19 @@ impl StateMachineStore {
                 .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, format!("key {key}: {e}")))?;
         }
         let applied_idx = last_applied.map(|l| l.index).unwrap_or(0);
-        let (applied_tx, applied_rx) = watch::channel(applied_idx);
-        let state = Arc::new(RwLock::new(state));
-        let handle = StateHandle { state: state.clone(), applied: applied_rx };
-        Ok((Self { db, state, applied_tx, last_applied, membership, snapshot_seq: 0 }, handle))
+        {
+            let mut guard = shared.state.write().unwrap_or_else(|p| p.into_inner());
+            *guard = state;
+        }
+        shared.applied_tx.send_replace(applied_idx);
+        Ok(Self {
+            db,
+            state: shared.state.clone(),
+            applied_tx: shared.applied_tx.clone(),
+            last_applied,
+            membership,
+            snapshot_seq: 0,
+        })
     }
 
     fn cf_meta(&self) -> &rocksdb::ColumnFamily {

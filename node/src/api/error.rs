@@ -61,6 +61,7 @@ impl From<WriteError> for ApiError {
             }
             WriteError::Rejected(m) => ApiError::new(StatusCode::BAD_REQUEST, "InvalidOperation", m.clone()),
             WriteError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+            WriteError::Fenced { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NodeFenced", e.to_string()),
         }
     }
 }

@@ -20,6 +20,10 @@ pub async fn health(State(app): State<AppState>) -> Response {
     // secondary node keeps serving through a primary outage.
     let has_state = app.control.state.read(|st| st.topology.is_some());
     let mut reasons = Vec::new();
+    let fence = s.fenced.as_ref().map(attest_raft::recovery::fence_reason);
+    if let Some(f) = &fence {
+        reasons.push(f.as_str());
+    }
     if draining {
         reasons.push("draining");
     }
@@ -46,6 +50,9 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "primary_region": s.primary_region,
         "secondary_region": s.secondary_region,
         "draining": draining,
+        "epoch": s.epoch,
+        "fenced": fence.is_some(),
+        "fence": s.fenced,
         "uptime_s": app.started.elapsed().as_secs(),
     });
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

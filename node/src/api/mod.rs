@@ -15,6 +15,7 @@ pub mod limits;
 pub mod maa;
 pub mod metrics;
 pub mod middleware;
+pub mod recovery;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -83,9 +84,19 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/log", get(admin::log))
         .route("/admin/drain", post(admin::drain))
         .route("/admin/undrain", post(admin::undrain))
+        // Disaster recovery (issue 9).
+        .route("/admin/promote/plan", get(recovery::promote_plan))
+        .route("/admin/promote", post(recovery::promote))
+        .route("/admin/reseed", post(recovery::reseed))
+        .route("/admin/rebalance", post(recovery::rebalance))
+        .route("/admin/audit", get(recovery::audit))
+        .route("/admin/epoch", get(recovery::epoch))
         .fallback(control::not_found)
         .method_not_allowed_fallback(control::method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        // A node fenced by a forced promotion serves nothing but health,
+        // metrics and the recovery views (inside `wrap`: still counted).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), recovery::fence_guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::wrap))
         .with_state(state);
     // Route names match case-insensitively (MAA's do): normalise the path
