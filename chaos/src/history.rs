@@ -54,6 +54,9 @@ pub struct Op {
     pub client: String,
     /// Where it was sent: `gateway-<region>` or a node name.
     pub target: String,
+    /// Sent through a gateway (else straight to a node).
+    #[serde(default)]
+    pub via_gateway: bool,
     /// The region that answered: the gateway's `x-attest-region` header,
     /// else the target node's region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,6 +115,7 @@ impl Op {
             kind,
             client: client.to_owned(),
             target: target.to_owned(),
+            via_gateway: false,
             region: None,
             node: None,
             request_id: None,
@@ -154,7 +158,7 @@ pub struct FaultEvent {
 }
 
 /// One `/health` probe of one node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct StatusSample {
     pub at_ns: u64,
     pub node: String,
@@ -177,6 +181,12 @@ pub struct StatusSample {
     pub applied_index: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draining: Option<bool>,
+    /// Superseded by a forced promotion (issue 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<bool>,
+    /// The node's configuration epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
 }
 
 impl StatusSample {
@@ -208,6 +218,10 @@ pub enum Expectation {
     /// From `start_ns` on the cluster is healed: the control plane must
     /// accept writes again (its recovery time is measured from here).
     Recovery { label: String },
+    /// The nodes of `region` were superseded by a forced promotion: none
+    /// of them may answer a call successfully, accept a write, or lead
+    /// (their status must say `fenced` once they answer at all).
+    Fenced { region: String },
 }
 
 /// A window `[start_ns, end_ns]` in which an [`Expectation`] applies.

@@ -78,6 +78,8 @@ pub fn sample_from_health(node: &Endpoint, at_ns: u64, http: Option<u16>, body: 
         replication_mode: s("replication_mode"),
         applied_index: body["applied_index"].as_u64(),
         draining: body["draining"].as_bool(),
+        fenced: body["fenced"].as_bool(),
+        epoch: body["epoch"].as_u64(),
     }
 }
 

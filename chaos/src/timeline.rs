@@ -333,6 +333,8 @@ mod tests {
             replication_mode: None,
             applied_index: None,
             draining: None,
+            fenced: None,
+            epoch: None,
         }
     }
 

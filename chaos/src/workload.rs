@@ -538,6 +538,7 @@ async fn finish(
     history: &History,
 ) -> Option<Value> {
     // Through a gateway, only its `x-attest-region` header says who answered.
+    op.via_gateway = target.gateway;
     if !target.gateway {
         op.region = Some(target.region.clone());
         op.node = Some(target.name.clone());

@@ -89,6 +89,13 @@ async fn disk_full() {
     drill_passes(Scenario::DiskFull).await;
 }
 
+/// Issue 9's whole disaster-recovery sequence (forced promotion, fenced
+/// return of the old primary, re-seed, rebalance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_primary_loss() {
+    drill_passes(Scenario::PermanentPrimaryLoss).await;
+}
+
 /// The broken build: sync-mode writes acknowledged before the secondary
 /// has them. The same scenario that passes above must now fail its RPO
 /// check, naming the acknowledged writes the secondary does not hold.

@@ -11,6 +11,9 @@
 //! * [`check_rpo`]: what the secondary region holds while the primary is
 //!   down — every write acknowledged in `sync` mode must be on a secondary
 //!   node's disk (RPO = 0), which is what survives a permanent primary loss;
+//! * [`check_fencing`]: after a forced promotion, the old primary's nodes
+//!   that come back answer nothing, accept no write and never lead, and
+//!   say `fenced` from their first answers on;
 //! * [`measure`]: data-plane RTO per disruption, control-plane recovery time
 //!   after each heal, replication-mode transitions as the leader reported them.
 
@@ -104,9 +107,8 @@ pub fn check_read_only(ops: &[Op], windows: &[Window], opts: &ReadOnlyOptions) -
         };
         let mut latencies = Vec::new();
         for op in ops.iter().filter(|o| o.kind == OpType::Write && o.start_ns >= from && o.end_ns <= w.end_ns) {
-            let via_gateway = !op.target.starts_with("node") && op.node.is_none();
             let answered_here = op.region.as_deref() == Some(region.as_str());
-            if !(answered_here || (*via_gateways && via_gateway)) {
+            if !(answered_here || (*via_gateways && op.via_gateway)) {
                 continue;
             }
             r.writes_judged += 1;
@@ -501,6 +503,124 @@ pub fn check_rpo(ops: &[Op], captures: &[Capture]) -> Option<RpoReport> {
     })
 }
 
+// --------------------------------------------------------------- fencing
+
+/// One returning node of a superseded region, as the fencing check saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FencedNode {
+    pub node: String,
+    /// `/health` answers from the node inside the window.
+    pub answers: usize,
+    /// Seconds from the window's start to its first answer, and to its
+    /// first answer that said `fenced` (None: never).
+    pub first_answer_s: Option<f64>,
+    pub fenced_at_s: Option<f64>,
+    /// Answers that did not (yet) say `fenced`.
+    pub unfenced_answers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FencingReport {
+    pub ok: bool,
+    pub nodes: Vec<FencedNode>,
+    /// Client calls the superseded region answered successfully.
+    pub served_calls: usize,
+    pub violations: Vec<String>,
+}
+
+impl FencingReport {
+    pub fn summary(&self) -> String {
+        let mut s = if self.ok {
+            format!(
+                "{} returning node(s) fenced; 0 calls served, no write accepted, no leader among them",
+                self.nodes.len()
+            )
+        } else {
+            format!("{} violation(s)", self.violations.len())
+        };
+        for n in &self.nodes {
+            s.push_str(&format!(
+                "\n  - {}: {} answers, first at {}, fenced at {}, {} before the fence",
+                n.node,
+                n.answers,
+                n.first_answer_s.map_or("never".into(), |x| format!("+{x:.1}s")),
+                n.fenced_at_s.map_or("never".into(), |x| format!("+{x:.1}s")),
+                n.unfenced_answers
+            ));
+        }
+        for v in self.violations.iter().take(20) {
+            s.push_str(&format!("\n  - {v}"));
+        }
+        s
+    }
+}
+
+/// In every `Fenced` window: no call answered successfully by the region,
+/// no status sample of its nodes healthy, writable or leading, and every
+/// node that answers at all says `fenced` from its first answer on ("fenced
+/// at first contact": the node checks its peers' epoch before it serves).
+pub fn check_fencing(ops: &[Op], windows: &[Window], status: &[StatusSample]) -> Option<FencingReport> {
+    let mut found = false;
+    let mut nodes = Vec::new();
+    let mut violations = Vec::new();
+    let mut served_calls = 0;
+    for w in windows {
+        let Expectation::Fenced { region } = &w.expect else { continue };
+        found = true;
+        let inside = |t: u64| t >= w.start_ns && t <= w.end_ns;
+        for o in ops.iter().filter(|o| o.result == OpResult::Ok && inside(o.start_ns)) {
+            if o.region.as_deref() == Some(region.as_str()) {
+                served_calls += 1;
+                if violations.len() < 50 {
+                    violations.push(format!(
+                        "{:?} call {} answered OK by {} at {:.1}s",
+                        o.kind,
+                        o.id,
+                        o.node.as_deref().unwrap_or(region),
+                        secs(o.start_ns)
+                    ));
+                }
+            }
+        }
+        let mut per_node: BTreeMap<&str, Vec<&StatusSample>> = BTreeMap::new();
+        for s in status.iter().filter(|s| s.region == *region && inside(s.at_ns) && s.http.is_some()) {
+            per_node.entry(s.node.as_str()).or_default().push(s);
+        }
+        for (node, samples) in per_node {
+            let fenced_at = samples.iter().find(|s| s.fenced == Some(true)).map(|s| s.at_ns);
+            let unfenced = samples.iter().filter(|s| s.fenced != Some(true)).count();
+            for s in &samples {
+                let what = if s.serving() {
+                    Some("healthy (serving)")
+                } else if s.control_plane.as_deref() == Some("writable") {
+                    Some("writable")
+                } else if s.raft_role.as_deref() == Some("Leader") {
+                    Some("Raft leader")
+                } else {
+                    None
+                };
+                if let Some(what) = what {
+                    violations.push(format!("{node} was {what} at {:.1}s", secs(s.at_ns)));
+                }
+            }
+            if unfenced > 0 {
+                violations.push(format!("{node} answered {unfenced} time(s) without saying fenced"));
+            }
+            nodes.push(FencedNode {
+                node: node.to_owned(),
+                answers: samples.len(),
+                first_answer_s: samples.first().map(|s| secs(s.at_ns - w.start_ns)),
+                fenced_at_s: fenced_at.map(|t| secs(t - w.start_ns)),
+                unfenced_answers: unfenced,
+            });
+        }
+        if nodes.is_empty() {
+            violations.push(format!("no node of {region} answered inside the window: fencing was not observed"));
+        }
+    }
+    found.then(|| FencingReport { ok: violations.is_empty(), nodes, served_calls, violations })
+}
+
 // ---------------------------------------------------------- measurements
 
 /// Data-plane impact of one disruption window.
@@ -673,6 +793,8 @@ mod tests {
         o.region = region.map(str::to_owned);
         if target.starts_with("node") {
             o.node = Some(target.to_owned());
+        } else {
+            o.via_gateway = true;
         }
         o.key = Some("p/SgxEnclave".into());
         o.value = Some(format!("v{id}"));
@@ -811,6 +933,7 @@ mod tests {
             replication_mode: Some("sync".into()),
             applied_index: Some(10),
             draining: Some(false),
+            ..Default::default()
         }];
         let m = measure(&ops, &windows, &status);
         assert_eq!(m.data_plane[0].errors, 2);
@@ -836,6 +959,7 @@ mod tests {
             replication_mode: Some(mode.into()),
             applied_index: None,
             draining: None,
+            ..Default::default()
         };
         let samples = vec![
             s(1, "node-1", "Leader", "sync"),
@@ -897,5 +1021,42 @@ mod tests {
         assert_eq!(r.other_acknowledged, 1);
         // No capture, no verdict.
         assert!(check_rpo(&ops, &[]).is_none());
+    }
+
+    #[test]
+    fn fencing_requires_silence_and_a_fence_from_the_first_answer() {
+        let w = [window(10 * S, 30 * S, Expectation::Fenced { region: "eastus2".into() })];
+        let sample = |at: u64, http: u16, fenced: bool| StatusSample {
+            at_ns: at * S,
+            node: "node-1".into(),
+            region: "eastus2".into(),
+            http: Some(http),
+            raft_role: Some("Follower".into()),
+            control_plane: Some("read-only".into()),
+            fenced: Some(fenced),
+            ..Default::default()
+        };
+        let good = vec![sample(12, 503, true), sample(13, 503, true)];
+        let r = check_fencing(&[], &w, &good).expect("a fenced window");
+        assert!(r.ok, "{}", r.summary());
+        assert_eq!(r.nodes[0].fenced_at_s, Some(2.0));
+
+        // Answered once before it knew: a violation, as is serving a call.
+        let late = vec![sample(12, 503, false), sample(13, 503, true)];
+        assert!(!check_fencing(&[], &w, &late).expect("window").ok);
+        let mut served = attest(7, 14 * S, 14 * S + 1000, true);
+        served.region = Some("eastus2".into());
+        let r = check_fencing(&[served], &w, &good).expect("window");
+        assert!(!r.ok);
+        assert_eq!(r.served_calls, 1);
+        // Healthy or leading is a violation even when it says fenced.
+        let mut leader = sample(14, 503, true);
+        leader.raft_role = Some("Leader".into());
+        assert!(!check_fencing(&[], &w, &[sample(12, 503, true), leader]).expect("window").ok);
+        assert!(!check_fencing(&[], &w, &[sample(12, 200, true)]).expect("window").ok);
+        // Never observed: not a pass.
+        assert!(!check_fencing(&[], &w, &[]).expect("window").ok);
+        // No window: not applicable.
+        assert!(check_fencing(&[], &[], &good).is_none());
     }
 }

@@ -341,6 +341,22 @@ pub fn evaluate(ev: &Evidence<'_>, opts: &CheckOptionsSet) -> (Vec<Check>, Measu
         details: json!({"problems": problems, "modes": seen}),
     });
 
+    // A forced promotion's superseded nodes serve nothing.
+    checks.push(match failover::check_fencing(&p.ops, &p.windows, &p.status) {
+        Some(r) => Check {
+            id: "fencing".into(),
+            title: "nodes superseded by a forced promotion are fenced at first contact and serve nothing".into(),
+            status: Status::of(r.ok),
+            summary: r.summary(),
+            details: serde_json::to_value(&r).unwrap_or(Value::Null),
+        },
+        None => skipped(
+            "fencing",
+            "nodes superseded by a forced promotion are fenced at first contact and serve nothing",
+            "no forced promotion in this scenario",
+        ),
+    });
+
     // RPO at the moment of a primary loss.
     checks.push(match failover::check_rpo(&p.ops, &p.captures) {
         Some(r) => Check {

@@ -188,6 +188,45 @@ impl<'a> DrillCtx<'a> {
         }
     }
 
+    /// An operator call on a node's admin API (`POST path` with `body`),
+    /// recorded like a fault; returns the answer's JSON. Used for the
+    /// disaster-recovery steps (promote, reseed, rebalance).
+    pub async fn admin(
+        &mut self,
+        node: &Endpoint,
+        label: &str,
+        path: &str,
+        body: serde_json::Value,
+        within: Duration,
+    ) -> anyhow::Result<serde_json::Value> {
+        self.step(label);
+        let at_ns = self.history.now_ns();
+        let r = self.dep.http.post(format!("{}{path}", node.url)).timeout(within).json(&body).send().await;
+        let (answer, err) = match r {
+            Ok(resp) => {
+                let code = resp.status();
+                let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+                if code.is_success() {
+                    (v, None)
+                } else {
+                    (v.clone(), Some(format!("{code} {v}")))
+                }
+            }
+            Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+        };
+        self.history.record(Entry::Fault(FaultEvent {
+            at_ns,
+            done_ns: self.history.now_ns(),
+            label: label.to_owned(),
+            fault: json!({"action": path.trim_start_matches('/'), "node": node.name, "body": body}),
+            error: err.clone(),
+        }));
+        match err {
+            None => Ok(answer),
+            Some(e) => bail!("{label}: {e}"),
+        }
+    }
+
     /// Opens an expectation window now; returns its handle.
     pub fn open(&mut self, expect: Expectation) -> usize {
         let id = self.next_window;

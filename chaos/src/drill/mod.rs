@@ -68,10 +68,13 @@ pub enum Scenario {
     PartitionThenPrimaryLoss,
     /// Fill a node's disk (a small tmpfs; needs root), then free it.
     DiskFull,
+    /// Lose the primary region for good: forced promotion of the
+    /// secondary, the old primary returns fenced, re-seed, rebalance.
+    PermanentPrimaryLoss,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::PrimaryOutage,
         Scenario::PlannedFailover,
         Scenario::SecondaryOutage,
@@ -81,6 +84,7 @@ impl Scenario {
         Scenario::SlowWan,
         Scenario::PartitionThenPrimaryLoss,
         Scenario::DiskFull,
+        Scenario::PermanentPrimaryLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +98,7 @@ impl Scenario {
             Scenario::SlowWan => "slow-wan",
             Scenario::PartitionThenPrimaryLoss => "partition-then-primary-loss",
             Scenario::DiskFull => "disk-full",
+            Scenario::PermanentPrimaryLoss => "permanent-primary-loss",
         }
     }
 
@@ -108,6 +113,7 @@ impl Scenario {
             Scenario::SlowWan => "WAN latency and jitter are added between the regions: first a round trip inside the Raft heartbeat (about half of it), then one beyond it (about twice), then removed. Expected: inside the envelope writes slow down by the round trip but stay acknowledged in sync mode; beyond it the leader records the switch to async and keeps acknowledging (openraft times AppendEntries out after one heartbeat, so the secondary cannot keep up), and returns to sync once the latency is gone.",
             Scenario::PartitionThenPrimaryLoss => "The regions are partitioned, and before the leader gives up on the secondary (async_after) the whole primary region is lost. Expected: writes issued during the partition are not acknowledged in sync mode, so the secondary still holds every sync-acknowledged write (RPO = 0); after the primary restarts and the partition heals, nothing acknowledged is lost.",
             Scenario::DiskFull => "The data filesystem of one primary node is filled (a 64 MiB tmpfs; needs root), held, freed, and the node restarted. Expected: writes keep being acknowledged by the others, writes through the full node fail cleanly or are forwarded, and after the restart the node converges with nothing lost or corrupted.",
+            Scenario::PermanentPrimaryLoss => "The whole primary region is lost and declared permanently gone (issue 9): every primary node is killed, the secondary goes read-only, and once the minimum outage has passed the operator force-promotes the secondary (attestd admin promote). Then the old primary's nodes come back with their stale state, are re-seeded one by one, and the voter majority is moved back (admin rebalance). Expected: read-only until the promotion, no sync-acknowledged write lost (RPO = 0), writes acknowledged again on the promoted secondary, the returning nodes fenced at first contact (they answer nothing, take no write, and never lead), every step in the replicated audit log, and in the end the normal topology in sync mode with nothing acknowledged lost.",
         }
     }
 

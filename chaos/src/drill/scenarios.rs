@@ -7,10 +7,14 @@
 
 use std::time::Duration;
 
+use anyhow::{anyhow, bail};
+use serde_json::{json, Value};
+
 use crate::checker::verdicts::CheckOptionsSet;
 use crate::cluster::ClusterSpec;
 use crate::faults::Fault;
 use crate::history::Expectation;
+use crate::workload::Endpoint;
 
 use super::{DrillCtx, Scenario};
 
@@ -24,10 +28,19 @@ const MODE_WITHIN: Duration = Duration::from_secs(60);
 /// The node whose data directory the disk-full drill fills (a primary follower at launch).
 pub const DISK_FULL_NODE: u64 = 2;
 
+/// How long the local cluster of `permanent-primary-loss` makes the nodes
+/// wait, without a leader, before they accept a forced promotion (the
+/// production default is 2 minutes; see `[recovery]` in docs/operations.md).
+pub const PROMOTE_MIN_OUTAGE: Duration = Duration::from_secs(5);
+
 /// Adjusts the local cluster a scenario needs.
 pub fn local_spec(scenario: Scenario, spec: &mut ClusterSpec) {
     if scenario == Scenario::DiskFull {
         spec.small_disk_mb.insert(DISK_FULL_NODE, 64);
+    }
+    if scenario == Scenario::PermanentPrimaryLoss {
+        spec.extra_toml
+            .push_str(&format!("\n[recovery]\npromote_min_outage_ms = {}\n", PROMOTE_MIN_OUTAGE.as_millis()));
     }
 }
 
@@ -51,6 +64,12 @@ pub async fn play(scenario: Scenario, ctx: &mut DrillCtx<'_>, opts: &mut CheckOp
         }
         Scenario::PartitionThenPrimaryLoss => partition_then_primary_loss(ctx).await,
         Scenario::DiskFull => disk_full(ctx).await,
+        Scenario::PermanentPrimaryLoss => {
+            // Promoted: async (no secondary member left); after the
+            // rebalance the leader returns to sync.
+            opts.expected_modes = ["sync", "async", "sync"].map(String::from).to_vec();
+            permanent_primary_loss(ctx).await
+        }
     }
 }
 
@@ -269,4 +288,146 @@ async fn disk_full(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
     ctx.step(&format!("waiting for {node} to serve"));
     ctx.dep.wait_all_healthy(HEALTHY_WITHIN).await?;
     ctx.dep.wait_mode("sync", MODE_WITHIN).await
+}
+
+/// Polls the promotion plan on `node` until it has no refusal (bounded).
+async fn wait_promotable(ctx: &DrillCtx<'_>, node: &Endpoint, region: &str, within: Duration) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = Value::Null;
+    loop {
+        let r = ctx
+            .dep
+            .http
+            .get(format!("{}/admin/promote/plan?region={region}", node.url))
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await;
+        if let Ok(resp) = r {
+            let plan: Value = resp.json().await.unwrap_or(Value::Null);
+            if plan["refusals"].as_array().is_some_and(|r| r.is_empty()) {
+                return Ok(plan);
+            }
+            last = plan;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{region} did not become promotable within {within:?}; refusals: {}", last["refusals"]);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Issue 9's whole sequence: outage → read-only → promote → writes resume
+/// on the secondary → the old primary returns fenced → re-seed → majority
+/// moved back.
+async fn permanent_primary_loss(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
+    let (p, s) = regions(ctx);
+    let survivors = ctx.dep.region_nodes(&s);
+    let lost = ctx.dep.region_nodes(&p);
+    let coordinator = survivors.first().cloned().ok_or_else(|| anyhow!("no node of {s} is known (--node)"))?;
+    anyhow::ensure!(!lost.is_empty(), "no node of {p} is known (--node)");
+    ctx.dep.wait_mode("sync", MODE_WITHIN).await?;
+
+    ctx.fault(Fault::KillRegion { region: p.clone() }).await?;
+    ctx.window_for(Expectation::Disruption { label: format!("region {p} lost") }, DISRUPTION_BUDGET);
+    let ro = ctx.open(Expectation::ReadOnly { region: s.clone(), via_gateways: true });
+    let served = ctx.open(Expectation::ServedBy { region: s.clone() });
+    ctx.hold(Duration::from_secs(1)).await;
+    // What the secondary holds before anything is rewritten: the RPO check.
+    ctx.capture("secondary before the forced promotion", &s).await?;
+    ctx.step(&format!("waiting until {s} may be promoted (primary unreachable long enough)"));
+    let plan = wait_promotable(ctx, &coordinator, &s, PROMOTE_MIN_OUTAGE + MODE_WITHIN).await?;
+    ctx.history.mark(&format!(
+        "promotion plan: source node {}, base index {}, epoch {} → {}; {}",
+        plan["source"], plan["baseIndex"], plan["currentEpoch"], plan["newEpoch"], plan["rpo"]
+    ));
+    ctx.close(ro);
+    ctx.admin(
+        &coordinator,
+        &format!("promote {s} (forced)"),
+        "/admin/promote",
+        json!({"region": s, "force": true, "confirm": true}),
+        Duration::from_secs(240),
+    )
+    .await?;
+    ctx.open(Expectation::Recovery { label: format!("{s} promoted") });
+    ctx.step(&format!("holding: {s} promoted, {p} gone"));
+    ctx.hold(ctx.pace.hold).await;
+
+    // The old primary comes back with its stale state: fenced at once.
+    let fenced = ctx.open(Expectation::Fenced { region: p.clone() });
+    ctx.fault(Fault::StartRegion { region: p.clone() }).await?;
+    ctx.step(&format!("waiting for {p} to report itself fenced"));
+    let names: Vec<String> = lost.iter().map(|n| n.name.clone()).collect();
+    ctx.dep
+        .wait_health(&format!("every node of {p} fenced"), HEALTHY_WITHIN, |all| {
+            all.iter()
+                .filter(|(n, _)| names.contains(&n.name))
+                .all(|(_, h)| h.as_ref().is_some_and(|(_, b)| b["fenced"] == true))
+        })
+        .await?;
+    ctx.hold(Duration::from_secs(3)).await;
+    ctx.close(fenced);
+    // Until the re-seeded nodes serve again, attestation stays in the secondary.
+    ctx.close(served);
+
+    // Re-seed the old primary node by node, then move the majority back.
+    for n in &lost {
+        ctx.admin(
+            n,
+            &format!("reseed {}", n.name),
+            "/admin/reseed",
+            json!({"confirm": true}),
+            Duration::from_secs(240),
+        )
+        .await?;
+    }
+    ctx.step(&format!("waiting for the re-seeded {p} nodes to serve"));
+    ctx.dep.wait_all_healthy(HEALTHY_WITHIN).await?;
+    ctx.admin(
+        &coordinator,
+        &format!("rebalance: majority back to {p}"),
+        "/admin/rebalance",
+        json!({"primary": p}),
+        Duration::from_secs(240),
+    )
+    .await?;
+    ctx.open(Expectation::Recovery { label: format!("majority moved back to {p}") });
+    ctx.step(&format!("waiting for a leader in {p} in sync mode"));
+    let want = p.clone();
+    let lost_names = names.clone();
+    ctx.dep
+        .wait_health(&format!("a writable leader in {want} in sync mode"), MODE_WITHIN, |all| {
+            all.iter().any(|(n, h)| {
+                lost_names.contains(&n.name)
+                    && h.as_ref().is_some_and(|(_, b)| {
+                        b["raft_role"] == "Leader"
+                            && b["control_plane"] == "writable"
+                            && b["replication_mode"] == "sync"
+                    })
+            })
+        })
+        .await?;
+    ctx.dep.wait_all_healthy(HEALTHY_WITHIN).await?;
+
+    // Every step is in the replicated audit log.
+    let r =
+        ctx.dep.http.get(format!("{}/admin/audit", coordinator.url)).timeout(Duration::from_secs(10)).send().await?;
+    let audit: Value = r.json().await.unwrap_or(Value::Null);
+    let actions: Vec<String> = audit["value"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|r| r["action"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    ctx.history.mark(&format!("audit log: {}", actions.join(", ")));
+    let count = |a: &str| actions.iter().filter(|x| *x == a).count();
+    anyhow::ensure!(
+        count("promote") == 1 && count("rebalance") == 1 && count("reseed") == lost.len(),
+        "the audit log lacks a step (want promote, {} reseed, rebalance): {actions:?}",
+        lost.len()
+    );
+    anyhow::ensure!(
+        count("fenced-node") + count("divergent-writes") == lost.len(),
+        "the audit log lacks the fencing of {} node(s): {actions:?}",
+        lost.len()
+    );
+    Ok(())
 }
