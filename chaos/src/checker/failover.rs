@@ -618,7 +618,7 @@ pub fn check_fencing(ops: &[Op], windows: &[Window], status: &[StatusSample]) ->
             violations.push(format!("no node of {region} answered inside the window: fencing was not observed"));
         }
     }
-    found.then(|| FencingReport { ok: violations.is_empty(), nodes, served_calls, violations })
+    found.then_some(FencingReport { ok: violations.is_empty(), nodes, served_calls, violations })
 }
 
 // ---------------------------------------------------------- measurements
