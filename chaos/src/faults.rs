@@ -9,13 +9,17 @@
 //!
 //! | fault | local processes | docker compose |
 //! |---|---|---|
-//! | kill / stop / start | SIGKILL / SIGTERM (bounded wait) / spawn | `docker compose kill -s SIGKILL` / `stop` / `start` |
-//! | pause / resume | SIGSTOP / SIGCONT | `docker compose pause` / `unpause` |
-//! | partition (full, one-way), heal | cut the userspace WAN links | the `wan` service's control API; without it, a full partition pauses the `wan` service |
-//! | WAN latency | WAN links | the `wan` service's control API |
+//! | kill / stop / start | SIGKILL / SIGTERM (bounded wait) / spawn | `<compose> kill -s SIGKILL` / `stop -t 20` / `start` |
+//! | pause / resume | SIGSTOP / SIGCONT | `<compose> pause` / `unpause` (cgroup freezer) |
+//! | full partition, heal | cut the userspace WAN links | `docker network disconnect <project>_wan` of the `to` region's nodes; heal: `docker network connect --alias <service>` |
+//! | one-way cut, WAN latency | WAN links | the `wan` service's control API (refused without it) |
 //! | disk full / free | fill / delete a filler file on the node's size-limited data filesystem ([`crate::cluster::ClusterSpec::small_disk_mb`]) | not supported |
+//!
+//! `<compose>` is `docker compose` or the stand-alone `docker-compose`,
+//! whichever works here ([`detect_compose`]), with the project name, files
+//! and environment of a [`ComposeTarget`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -123,6 +127,11 @@ pub trait FaultInjector: Send {
     /// `local` or `docker`.
     fn backend(&self) -> &'static str;
     fn apply<'a>(&'a mut self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>>;
+    /// Whether the backend can inject `fault` at all (checked before a
+    /// drill starts, so that it refuses up front rather than half-way).
+    fn check(&self, _fault: &Fault) -> Result<(), FaultError> {
+        Ok(())
+    }
 }
 
 // ------------------------------------------------------------------ local
@@ -313,43 +322,141 @@ pub fn available_bytes(dir: &Path) -> Result<u64, FaultError> {
 
 // ----------------------------------------------------------------- docker
 
-/// Faults on the compose deployment (`deploy/`): services `node-a1..3`,
-/// `gateway-a` (primary region), `node-b1..2`, `gateway-b` (secondary),
-/// `wan`, in compose project `attestd`.
-pub struct DockerFaults {
+/// Node services of `deploy/compose.yaml` in the primary region (a
+/// contract, see deploy/README.md).
+pub const COMPOSE_PRIMARY_NODES: [&str; 3] = ["node-a1", "node-a2", "node-a3"];
+/// Node services in the secondary region.
+pub const COMPOSE_SECONDARY_NODES: [&str; 2] = ["node-b1", "node-b2"];
+/// Gateway services: (service, primary region?).
+pub const COMPOSE_GATEWAYS: [(&str, bool); 2] = [("gateway-a", true), ("gateway-b", false)];
+/// The compose network every inter-region connection crosses (through the `wan` service).
+pub const COMPOSE_WAN_NETWORK: &str = "wan";
+
+/// Runs a command line with extra environment; stdout on success.
+pub type Runner = fn(&[String], &[(String, String)]) -> Result<String, FaultError>;
+
+/// A compose project: how compose is invoked here, the project name, its
+/// files and the environment its variables come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeTarget {
+    /// `docker compose` (v2) or `docker-compose` (v1); see [`detect_compose`].
+    pub command: Vec<String>,
     pub project: String,
     /// `-f` files; empty = compose's own lookup from the current directory.
-    pub compose_files: Vec<PathBuf>,
-    /// Node service → region.
-    pub nodes: BTreeMap<String, String>,
-    /// The `wan` service's control API, for partitions and latency.
-    pub wan: Option<WanControlClient>,
-    /// Runs commands; replaced in tests to see what would run.
-    pub runner: fn(&[String]) -> Result<String, FaultError>,
+    pub files: Vec<PathBuf>,
+    /// Added to the environment of every compose command (e.g. the
+    /// host-port variables the deployment was started with).
+    pub env: Vec<(String, String)>,
 }
 
-impl DockerFaults {
-    /// The deployment's default layout.
-    pub fn compose_default(primary: &str, secondary: &str, wan_url: Option<&str>) -> Result<Self, FaultError> {
-        let mut nodes = BTreeMap::new();
-        for n in ["node-a1", "node-a2", "node-a3"] {
-            nodes.insert(n.to_string(), primary.to_string());
-        }
-        for n in ["node-b1", "node-b2"] {
-            nodes.insert(n.to_string(), secondary.to_string());
-        }
-        let wan = wan_url.map(WanControlClient::new).transpose().map_err(|e| FaultError::Other(e.to_string()))?;
-        Ok(Self { project: "attestd".into(), compose_files: Vec::new(), nodes, wan, runner: run_command })
-    }
-
-    fn compose(&self, args: &[&str]) -> Vec<String> {
-        let mut cmd = vec!["docker".to_string(), "compose".to_string(), "-p".to_string(), self.project.clone()];
-        for f in &self.compose_files {
+impl ComposeTarget {
+    /// `<compose> -p <project> [-f <file>]… <args>`.
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut cmd = self.command.clone();
+        cmd.push("-p".into());
+        cmd.push(self.project.clone());
+        for f in &self.files {
             cmd.push("-f".into());
             cmd.push(f.display().to_string());
         }
         cmd.extend(args.iter().map(|s| s.to_string()));
         cmd
+    }
+
+    /// The Docker name of the project's network `key`: compose (v1 and v2)
+    /// names it `<project>_<key>`, the project name lower-cased and reduced
+    /// to `[a-z0-9_-]`.
+    pub fn network(&self, key: &str) -> String {
+        let p: String = self
+            .project
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        format!("{p}_{key}")
+    }
+}
+
+/// The compose command that works on this machine: `docker compose` (the
+/// v2 plugin) or else the stand-alone `docker-compose` (v1, e.g. Debian's
+/// package), whichever answers `version`.
+pub fn detect_compose(runner: Runner) -> Result<Vec<String>, FaultError> {
+    let mut tried = Vec::new();
+    for candidate in [&["docker", "compose"][..], &["docker-compose"][..]] {
+        let mut cmd: Vec<String> = candidate.iter().map(|s| s.to_string()).collect();
+        cmd.push("version".into());
+        match runner(&cmd, &[]) {
+            Ok(_) => return Ok(candidate.iter().map(|s| s.to_string()).collect()),
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    Err(FaultError::Other(format!("neither `docker compose` nor `docker-compose` works: {}", tried.join("; "))))
+}
+
+/// One step of a fault on the compose deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerStep {
+    /// A command line (compose or docker).
+    Run(Vec<String>),
+    /// `docker network disconnect` the service's container from the WAN network.
+    Disconnect(String),
+    /// `docker network connect` it again, under its service name.
+    Connect(String),
+    /// A call to the `wan` service's control API.
+    WanApi,
+}
+
+/// Faults on the compose deployment (`deploy/`): services `node-a1..3`,
+/// `gateway-a` (primary region), `node-b1..2`, `gateway-b` (secondary),
+/// `wan`.
+///
+/// Nodes are killed, stopped, started, paused with compose (`docker kill`,
+/// `stop`, `start`, `pause` underneath). A full partition takes the `to`
+/// region's node containers off the WAN network (`docker network
+/// disconnect`): every inter-region connection of theirs crosses the `wan`
+/// service on that network, so Raft between the regions and the gateways'
+/// calls into that region stop, while each node keeps its region network
+/// and its published port. Heal connects them again under their service
+/// names. One-way cuts and latency go through the `wan` service's control
+/// API, which a network cannot express.
+pub struct DockerFaults {
+    pub compose: ComposeTarget,
+    /// Node service → region.
+    pub nodes: BTreeMap<String, String>,
+    /// The `wan` service's control API, for one-way cuts and latency.
+    pub wan: Option<WanControlClient>,
+    /// Runs commands; replaced in tests to see what would run.
+    pub runner: Runner,
+    /// Services this backend took off the WAN network (heal reconnects them).
+    disconnected: BTreeSet<String>,
+    /// Container id of each service, read when first needed.
+    containers: BTreeMap<String, String>,
+}
+
+impl DockerFaults {
+    /// The deployment's layout: `node-a*` in `primary`, `node-b*` in `secondary`.
+    pub fn new(
+        compose: ComposeTarget,
+        primary: &str,
+        secondary: &str,
+        wan_url: Option<&str>,
+    ) -> Result<Self, FaultError> {
+        let mut nodes = BTreeMap::new();
+        for n in COMPOSE_PRIMARY_NODES {
+            nodes.insert(n.to_string(), primary.to_string());
+        }
+        for n in COMPOSE_SECONDARY_NODES {
+            nodes.insert(n.to_string(), secondary.to_string());
+        }
+        let wan = wan_url.map(WanControlClient::new).transpose().map_err(|e| FaultError::Other(e.to_string()))?;
+        Ok(Self {
+            compose,
+            nodes,
+            wan,
+            runner: run_command,
+            disconnected: BTreeSet::new(),
+            containers: BTreeMap::new(),
+        })
     }
 
     fn node(&self, n: &str) -> Result<String, FaultError> {
@@ -364,44 +471,137 @@ impl DockerFaults {
         Ok(v)
     }
 
-    /// The commands that inject `fault`, or `None` when it goes through the WAN control API.
-    pub fn commands(&self, fault: &Fault) -> Result<Option<Vec<Vec<String>>>, FaultError> {
-        let one = |args: Vec<&str>| Ok(Some(vec![self.compose(&args)]));
+    fn needs_wan_api(&self, fault: &Fault, what: &str) -> Result<Vec<DockerStep>, FaultError> {
+        match self.wan {
+            Some(_) => Ok(vec![DockerStep::WanApi]),
+            None => Err(FaultError::Unsupported {
+                backend: "docker",
+                fault: fault.label(),
+                why: format!("{what} needs the wan service's control API (--wan-url, or its published port 7400)"),
+            }),
+        }
+    }
+
+    /// The steps that inject `fault`.
+    pub fn plan(&self, fault: &Fault) -> Result<Vec<DockerStep>, FaultError> {
+        let compose = |args: &[&str]| Ok(vec![DockerStep::Run(self.compose.argv(args))]);
         let many = |verb: &[&str], services: Vec<String>| {
             let mut args: Vec<&str> = verb.to_vec();
             args.extend(services.iter().map(String::as_str));
-            Ok(Some(vec![self.compose(&args)]))
+            Ok(vec![DockerStep::Run(self.compose.argv(&args))])
         };
         match fault {
-            Fault::Kill { node } => one(vec!["kill", "-s", "SIGKILL", &self.node(node)?]),
-            Fault::Stop { node } => one(vec!["stop", "-t", "20", &self.node(node)?]),
-            Fault::Start { node } => one(vec!["start", &self.node(node)?]),
-            Fault::Pause { node } => one(vec!["pause", &self.node(node)?]),
-            Fault::Resume { node } => one(vec!["unpause", &self.node(node)?]),
+            Fault::Kill { node } => compose(&["kill", "-s", "SIGKILL", &self.node(node)?]),
+            Fault::Stop { node } => compose(&["stop", "-t", "20", &self.node(node)?]),
+            Fault::Start { node } => compose(&["start", &self.node(node)?]),
+            Fault::Pause { node } => compose(&["pause", &self.node(node)?]),
+            Fault::Resume { node } => compose(&["unpause", &self.node(node)?]),
             Fault::KillRegion { region } => many(&["kill", "-s", "SIGKILL"], self.region(region)?),
             Fault::StartRegion { region } => many(&["start"], self.region(region)?),
             Fault::PauseRegion { region } => many(&["pause"], self.region(region)?),
             Fault::ResumeRegion { region } => many(&["unpause"], self.region(region)?),
-            Fault::Partition { one_way: false, .. } if self.wan.is_none() => {
-                // Every inter-region byte crosses the `wan` service: pausing it cuts both ways.
-                one(vec!["pause", "wan"])
+            Fault::Partition { from, to, one_way: false } => {
+                self.region(from)?;
+                Ok(self.region(to)?.into_iter().map(DockerStep::Disconnect).collect())
             }
-            Fault::Heal if self.wan.is_none() => one(vec!["unpause", "wan"]),
-            Fault::Partition { .. } | Fault::Heal | Fault::WanLatency { .. } if self.wan.is_some() => Ok(None),
-            Fault::Partition { .. } | Fault::WanLatency { .. } => Err(FaultError::Unsupported {
-                backend: "docker",
-                fault: fault.label(),
-                why: "needs the wan service's control API (--wan-url)".into(),
-            }),
+            Fault::Partition { one_way: true, .. } => self.needs_wan_api(fault, "a one-way cut"),
+            Fault::Heal => {
+                let mut steps: Vec<DockerStep> = self.disconnected.iter().cloned().map(DockerStep::Connect).collect();
+                if self.wan.is_some() {
+                    steps.push(DockerStep::WanApi);
+                }
+                Ok(steps)
+            }
+            Fault::WanLatency { .. } => self.needs_wan_api(fault, "WAN latency"),
             Fault::FillDisk { .. } | Fault::FreeDisk { .. } => Err(FaultError::Unsupported {
                 backend: "docker",
                 fault: fault.label(),
                 why: "the compose deployment has no size-limited data volume".into(),
             }),
-            // Matched above with or without the WAN API.
-            Fault::Heal => Ok(None),
         }
     }
+
+    /// `docker network disconnect|connect` of `service`'s container `id`
+    /// from the WAN network; a connect restores the service name as its
+    /// DNS alias there, which the `wan` service dials.
+    pub fn network_command(&self, connect: bool, service: &str, id: &str) -> Vec<String> {
+        let net = self.compose.network(COMPOSE_WAN_NETWORK);
+        let mut cmd: Vec<String> = vec!["docker".into(), "network".into()];
+        if connect {
+            cmd.extend(["connect".into(), "--alias".into(), service.into()]);
+        } else {
+            cmd.push("disconnect".into());
+        }
+        cmd.extend([net, id.to_owned()]);
+        cmd
+    }
+
+    async fn run(&self, cmd: Vec<String>) -> Result<String, FaultError> {
+        let (runner, env) = (self.runner, self.compose.env.clone());
+        tokio::task::spawn_blocking(move || runner(&cmd, &env)).await.map_err(|e| FaultError::Other(e.to_string()))?
+    }
+
+    /// The container id of `service` (`compose ps -a -q`, which both
+    /// compose versions answer, for stopped containers too).
+    pub async fn container(&mut self, service: &str) -> Result<String, FaultError> {
+        if let Some(id) = self.containers.get(service) {
+            return Ok(id.clone());
+        }
+        let cmd = self.compose.argv(&["ps", "-a", "-q", service]);
+        let out = self.run(cmd).await?;
+        let id = out.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned).ok_or_else(|| {
+            FaultError::Other(format!("service {service} has no container in compose project {}", self.compose.project))
+        })?;
+        self.containers.insert(service.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    /// `host:port` where `service` publishes `port` (`compose port`); an
+    /// unspecified bind address (`0.0.0.0`, `::`) becomes loopback.
+    pub async fn published(&self, service: &str, port: u16) -> Result<String, FaultError> {
+        let out = self.run(self.compose.argv(&["port", service, &port.to_string()])).await?;
+        parse_published(&out).ok_or_else(|| FaultError::Command {
+            command: format!("compose port {service} {port}"),
+            detail: format!("no published address in {out:?}"),
+        })
+    }
+
+    /// Runs a `docker` command line (exec, cp, …) with the target's environment.
+    pub async fn docker(&self, args: &[&str]) -> Result<String, FaultError> {
+        let mut cmd = vec!["docker".to_string()];
+        cmd.extend(args.iter().map(|s| s.to_string()));
+        self.run(cmd).await
+    }
+
+    async fn wan_api(&self, fault: &Fault) -> Result<(), FaultError> {
+        let Some(wan) = &self.wan else { return Ok(()) };
+        let e = |e: crate::wan::WanError| FaultError::Other(e.to_string());
+        match fault {
+            Fault::Partition { from, to, one_way } => {
+                let cut = if *one_way { crate::wan::Cut::AToB } else { crate::wan::Cut::Both };
+                wan.update_regions(from, to, &LinkUpdate::cut(cut, CutMode::Blackhole)).await.map_err(e)?;
+            }
+            Fault::Heal => {
+                wan.heal_all().await.map_err(e)?;
+            }
+            Fault::WanLatency { one_way_ms, jitter_ms } => {
+                wan.update_all(&LinkUpdate::latency(*one_way_ms, *jitter_ms)).await.map_err(e)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The address in `compose port` output (`127.0.0.1:8443`, `0.0.0.0:8443`,
+/// `[::]:8443`, `:::8443`), with an unspecified host as loopback.
+pub fn parse_published(out: &str) -> Option<String> {
+    let line = out.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let (host, port) = line.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() || host == "0.0.0.0" || host == "::" || host == ":" { "127.0.0.1" } else { host };
+    Some(if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") })
 }
 
 impl FaultInjector for DockerFaults {
@@ -409,44 +609,45 @@ impl FaultInjector for DockerFaults {
         "docker"
     }
 
+    fn check(&self, fault: &Fault) -> Result<(), FaultError> {
+        self.plan(fault).map(|_| ())
+    }
+
     fn apply<'a>(&'a mut self, fault: &'a Fault) -> BoxFuture<'a, Result<(), FaultError>> {
         Box::pin(async move {
-            if let Some(cmds) = self.commands(fault)? {
-                for cmd in cmds {
-                    let runner = self.runner;
-                    tokio::task::spawn_blocking(move || runner(&cmd))
-                        .await
-                        .map_err(|e| FaultError::Other(e.to_string()))??;
+            for step in self.plan(fault)? {
+                match step {
+                    DockerStep::Run(cmd) => {
+                        self.run(cmd).await?;
+                    }
+                    DockerStep::Disconnect(service) => {
+                        let id = self.container(&service).await?;
+                        self.run(self.network_command(false, &service, &id)).await?;
+                        self.disconnected.insert(service);
+                    }
+                    DockerStep::Connect(service) => {
+                        let id = self.container(&service).await?;
+                        self.run(self.network_command(true, &service, &id)).await?;
+                        self.disconnected.remove(&service);
+                    }
+                    DockerStep::WanApi => self.wan_api(fault).await?,
                 }
-                return Ok(());
-            }
-            let Some(wan) = &self.wan else { return Ok(()) };
-            let e = |e: crate::wan::WanError| FaultError::Other(e.to_string());
-            match fault {
-                Fault::Partition { from, to, one_way } => {
-                    let cut = if *one_way { crate::wan::Cut::AToB } else { crate::wan::Cut::Both };
-                    wan.update_regions(from, to, &LinkUpdate::cut(cut, CutMode::Blackhole)).await.map_err(e)?;
-                }
-                Fault::Heal => {
-                    wan.heal_all().await.map_err(e)?;
-                }
-                Fault::WanLatency { one_way_ms, jitter_ms } => {
-                    wan.update_all(&LinkUpdate::latency(*one_way_ms, *jitter_ms)).await.map_err(e)?;
-                }
-                _ => {}
             }
             Ok(())
         })
     }
 }
 
-/// Runs `cmd` and returns its stdout; a non-zero exit is an error with stderr.
-pub fn run_command(cmd: &[String]) -> Result<String, FaultError> {
+/// Runs `cmd` with `env` added and returns its stdout; a non-zero exit is
+/// an error with stderr.
+pub fn run_command(cmd: &[String], env: &[(String, String)]) -> Result<String, FaultError> {
     let Some((prog, args)) = cmd.split_first() else {
         return Err(FaultError::Other("empty command".into()));
     };
     let out = Command::new(prog)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| FaultError::Command { command: cmd.join(" "), detail: e.to_string() })?;
     if !out.status.success() {
@@ -461,6 +662,7 @@ pub fn run_command(cmd: &[String]) -> Result<String, FaultError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
     #[test]
     fn faults_serialize_with_their_action() {
@@ -471,38 +673,176 @@ mod tests {
         assert_eq!(f.label(), "cut eastus2 → centralus");
     }
 
+    fn target(command: &[&str]) -> ComposeTarget {
+        ComposeTarget {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            project: "attestd".into(),
+            files: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
     fn docker(wan: Option<&str>) -> DockerFaults {
-        match DockerFaults::compose_default("eastus2", "centralus", wan) {
+        match DockerFaults::new(target(&["docker", "compose"]), "eastus2", "centralus", wan) {
             Ok(d) => d,
             Err(e) => panic!("{e}"),
         }
     }
 
+    fn run_step(steps: Result<Vec<DockerStep>, FaultError>) -> Vec<String> {
+        match steps {
+            Ok(s) => match s.as_slice() {
+                [DockerStep::Run(cmd)] => cmd.clone(),
+                other => panic!("not one command: {other:?}"),
+            },
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     #[test]
-    fn docker_commands_name_compose_services() {
+    fn compose_commands_carry_project_files_and_either_compose() {
+        let mut t = target(&["docker-compose"]);
+        t.project = "attestd-test-1a2b".into();
+        t.files = vec![PathBuf::from("deploy/compose.yaml"), PathBuf::from("deploy/compose.replay.yaml")];
+        assert_eq!(
+            t.argv(&["kill", "-s", "SIGKILL", "node-a1"]),
+            [
+                "docker-compose",
+                "-p",
+                "attestd-test-1a2b",
+                "-f",
+                "deploy/compose.yaml",
+                "-f",
+                "deploy/compose.replay.yaml",
+                "kill",
+                "-s",
+                "SIGKILL",
+                "node-a1"
+            ]
+        );
+        assert_eq!(t.network("wan"), "attestd-test-1a2b_wan");
+        t.project = "My.Project".into();
+        assert_eq!(t.network("wan"), "myproject_wan");
+    }
+
+    #[test]
+    fn compose_detection_falls_back_to_the_standalone_command() {
+        fn only_v1(cmd: &[String], _: &[(String, String)]) -> Result<String, FaultError> {
+            if cmd[0] == "docker-compose" {
+                Ok("docker-compose version 1.29.2".into())
+            } else {
+                Err(FaultError::Command { command: cmd.join(" "), detail: "unknown command".into() })
+            }
+        }
+        fn only_v2(cmd: &[String], _: &[(String, String)]) -> Result<String, FaultError> {
+            if cmd[..2] == ["docker", "compose"] {
+                Ok("Docker Compose version v2.29.0".into())
+            } else {
+                Err(FaultError::Command { command: cmd.join(" "), detail: "not found".into() })
+            }
+        }
+        fn none(cmd: &[String], _: &[(String, String)]) -> Result<String, FaultError> {
+            Err(FaultError::Command { command: cmd.join(" "), detail: "not found".into() })
+        }
+        assert_eq!(detect_compose(only_v1).ok(), Some(vec!["docker-compose".to_string()]));
+        assert_eq!(detect_compose(only_v2).ok(), Some(vec!["docker".to_string(), "compose".to_string()]));
+        assert!(detect_compose(none).is_err());
+    }
+
+    #[test]
+    fn docker_plans_name_compose_services() {
         let d = docker(None);
-        let cmds = d.commands(&Fault::Kill { node: "node-a1".into() }).ok().flatten().unwrap_or_default();
-        assert_eq!(cmds, vec![vec!["docker", "compose", "-p", "attestd", "kill", "-s", "SIGKILL", "node-a1"]]);
-        let cmds = d.commands(&Fault::KillRegion { region: "eastus2".into() }).ok().flatten().unwrap_or_default();
-        assert_eq!(cmds[0][4..], ["kill", "-s", "SIGKILL", "node-a1", "node-a2", "node-a3"]);
-        let cmds = d.commands(&Fault::PauseRegion { region: "centralus".into() }).ok().flatten().unwrap_or_default();
-        assert_eq!(cmds[0][4..], ["pause", "node-b1", "node-b2"]);
-        // Without the WAN API: a full partition pauses the wan service, a one-way cut is refused.
+        assert_eq!(
+            run_step(d.plan(&Fault::Kill { node: "node-a1".into() })),
+            ["docker", "compose", "-p", "attestd", "kill", "-s", "SIGKILL", "node-a1"]
+        );
+        let cmd = run_step(d.plan(&Fault::KillRegion { region: "eastus2".into() }));
+        assert_eq!(cmd[4..], ["kill", "-s", "SIGKILL", "node-a1", "node-a2", "node-a3"]);
+        let cmd = run_step(d.plan(&Fault::PauseRegion { region: "centralus".into() }));
+        assert_eq!(cmd[4..], ["pause", "node-b1", "node-b2"]);
+        assert_eq!(run_step(d.plan(&Fault::Stop { node: "node-b1".into() }))[4..], ["stop", "-t", "20", "node-b1"]);
+        // A full partition takes the `to` region's nodes off the WAN network.
         let full = Fault::Partition { from: "eastus2".into(), to: "centralus".into(), one_way: false };
-        assert_eq!(d.commands(&full).ok().flatten().unwrap_or_default()[0][4..], ["pause", "wan"]);
+        assert_eq!(
+            d.plan(&full).ok(),
+            Some(vec![DockerStep::Disconnect("node-b1".into()), DockerStep::Disconnect("node-b2".into())])
+        );
+        assert_eq!(
+            d.network_command(false, "node-b1", "c0ffee"),
+            ["docker", "network", "disconnect", "attestd_wan", "c0ffee"]
+        );
+        assert_eq!(
+            d.network_command(true, "node-b1", "c0ffee"),
+            ["docker", "network", "connect", "--alias", "node-b1", "attestd_wan", "c0ffee"]
+        );
+        // Without the WAN API, a one-way cut and latency are refused.
         let one_way = Fault::Partition { from: "eastus2".into(), to: "centralus".into(), one_way: true };
-        assert!(matches!(d.commands(&one_way), Err(FaultError::Unsupported { .. })));
-        assert!(matches!(d.commands(&Fault::Kill { node: "node-z9".into() }), Err(FaultError::UnknownNode(_))));
-        assert!(matches!(d.commands(&Fault::FillDisk { node: "node-a1".into() }), Err(FaultError::Unsupported { .. })));
-        // With it, cuts and latency go through the API.
+        assert!(matches!(d.plan(&one_way), Err(FaultError::Unsupported { .. })));
+        let slow = Fault::WanLatency { one_way_ms: 50, jitter_ms: 5 };
+        assert!(matches!(d.plan(&slow), Err(FaultError::Unsupported { .. })));
+        assert!(matches!(d.plan(&Fault::Kill { node: "node-z9".into() }), Err(FaultError::UnknownNode(_))));
+        assert!(matches!(d.plan(&Fault::FillDisk { node: "node-a1".into() }), Err(FaultError::Unsupported { .. })));
+        assert_eq!(d.plan(&Fault::Heal).ok(), Some(vec![]));
+        // With it, cuts and latency go through the API; heal calls it too.
         let d = docker(Some("http://127.0.0.1:9"));
-        assert!(matches!(d.commands(&one_way), Ok(None)));
-        assert!(matches!(d.commands(&Fault::Heal), Ok(None)));
+        assert_eq!(d.plan(&one_way).ok(), Some(vec![DockerStep::WanApi]));
+        assert_eq!(d.plan(&slow).ok(), Some(vec![DockerStep::WanApi]));
+        assert_eq!(d.plan(&Fault::Heal).ok(), Some(vec![DockerStep::WanApi]));
+        assert!(matches!(d.plan(&full), Ok(ref s) if s.len() == 2));
+    }
+
+    #[test]
+    fn published_addresses_parse() {
+        assert_eq!(parse_published("127.0.0.1:8501\n").as_deref(), Some("127.0.0.1:8501"));
+        assert_eq!(parse_published("0.0.0.0:8443\n:::8443\n").as_deref(), Some("127.0.0.1:8443"));
+        assert_eq!(parse_published("[::]:7400").as_deref(), Some("127.0.0.1:7400"));
+        assert_eq!(parse_published("").as_deref(), None);
+        assert_eq!(parse_published(":\n").as_deref(), None);
+    }
+
+    /// Commands the fake daemon below saw (one test uses it).
+    static SEEN: Mutex<Vec<Vec<String>>> = Mutex::new(Vec::new());
+
+    /// Answers `ps -q <service>` with a made-up id and records the rest.
+    fn fake_daemon(cmd: &[String], env: &[(String, String)]) -> Result<String, FaultError> {
+        assert_eq!(env, [("ATTESTD_NODE_B1_PORT".to_string(), "18511".to_string())], "env reaches every command");
+        if let Ok(mut seen) = SEEN.lock() {
+            seen.push(cmd.to_vec());
+        }
+        match cmd.iter().position(|a| a == "ps") {
+            Some(_) => Ok(format!("id-{}\n", cmd.last().map_or("", String::as_str))),
+            None => Ok(String::new()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_disconnects_and_heal_reconnects_the_containers() {
+        let mut d = docker(None);
+        d.compose.project = "drilltest".into();
+        d.compose.env = vec![("ATTESTD_NODE_B1_PORT".into(), "18511".into())];
+        d.runner = fake_daemon;
+        let full = Fault::Partition { from: "eastus2".into(), to: "centralus".into(), one_way: false };
+        assert!(d.apply(&full).await.is_ok());
+        assert!(d.apply(&Fault::Heal).await.is_ok());
+        // Nothing left to reconnect.
+        assert_eq!(d.plan(&Fault::Heal).ok(), Some(vec![]));
+        let seen: Vec<String> = SEEN.lock().map(|s| s.iter().map(|c| c.join(" ")).collect()).unwrap_or_default();
+        assert_eq!(
+            seen,
+            [
+                "docker compose -p drilltest ps -a -q node-b1",
+                "docker network disconnect drilltest_wan id-node-b1",
+                "docker compose -p drilltest ps -a -q node-b2",
+                "docker network disconnect drilltest_wan id-node-b2",
+                "docker network connect --alias node-b1 drilltest_wan id-node-b1",
+                "docker network connect --alias node-b2 drilltest_wan id-node-b2",
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn docker_faults_run_their_commands() {
-        fn refuse(cmd: &[String]) -> Result<String, FaultError> {
+        fn refuse(cmd: &[String], _: &[(String, String)]) -> Result<String, FaultError> {
             Err(FaultError::Command { command: cmd.join(" "), detail: "no daemon in this test".into() })
         }
         let mut d = docker(None);

@@ -62,7 +62,7 @@ enum Cmd {
     /// writes while the scenario injects its faults, then every check over
     /// the recorded history. Writes history.jsonl, report.json, report.md
     /// and timeline.svg; exits non-zero when a check fails.
-    Drill(DrillArgs),
+    Drill(Box<DrillArgs>),
     /// Benchmarks; results print as Markdown rows for BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
@@ -109,12 +109,26 @@ struct DrillArgs {
     primary_region: String,
     #[arg(long, default_value = "centralus")]
     secondary_region: String,
-    /// Inject faults with `docker compose -p attestd` (the deploy/ compose files).
+    /// Run against the compose deployment of deploy/ and inject faults with
+    /// Docker (kill, pause, network disconnect). Without --url, the
+    /// published ports, the CA and an Owner token are found through compose.
     #[arg(long)]
     docker: bool,
-    /// Compose files for --docker (default: compose's own lookup).
+    /// Compose files for --docker, as given to `up` (repeat; default:
+    /// compose's own lookup from the current directory).
     #[arg(long = "compose-file")]
     compose_files: Vec<PathBuf>,
+    /// Compose project name for --docker.
+    #[arg(long, env = "COMPOSE_PROJECT_NAME", default_value = "attestd")]
+    compose_project: String,
+    /// A variable the deployment was started with, as `KEY=VALUE`, passed
+    /// to every compose command (repeat; e.g. ATTESTD_IMAGE_TAG=dev).
+    #[arg(long = "compose-env")]
+    compose_env: Vec<String>,
+    /// The compose command, e.g. `docker-compose` (default: `docker compose`
+    /// if it works, else `docker-compose`).
+    #[arg(long)]
+    compose_command: Option<String>,
     /// Control API of the WAN emulator between the regions.
     #[arg(long)]
     wan_url: Option<String>,
@@ -291,7 +305,7 @@ fn main() -> anyhow::Result<()> {
         }),
         Cmd::Bench { what } => rt.block_on(bench(what)),
         Cmd::Drill(args) => {
-            let failed = rt.block_on(drill(args))?;
+            let failed = rt.block_on(drill(*args))?;
             if failed {
                 std::process::exit(1);
             }
@@ -308,7 +322,9 @@ async fn drill(args: DrillArgs) -> anyhow::Result<bool> {
         ScenarioChoice::All => Scenario::ALL.to_vec(),
         ScenarioChoice::One(s) => vec![s],
     };
-    let remote = !args.urls.is_empty();
+    let remote = !args.urls.is_empty() || args.docker;
+    let single = !matches!(args.scenario, ScenarioChoice::All);
+    let target = if args.docker { Some(compose_target(&args)?) } else { None };
     let mut failed = false;
     let mut summary = Vec::new();
     for scenario in scenarios {
@@ -330,11 +346,34 @@ async fn drill(args: DrillArgs) -> anyhow::Result<bool> {
                 summary.push(format!("{scenario}: skipped (needs process control)"));
                 continue;
             }
-            Deployment::remote(remote_config(&args)?)?
+            match &target {
+                Some(target) if args.urls.is_empty() => {
+                    Deployment::compose(drill::deployment::ComposeConfig {
+                        target: target.clone(),
+                        primary_region: args.primary_region.clone(),
+                        secondary_region: args.secondary_region.clone(),
+                        scratch: args.dir.join("compose"),
+                        wan_url: args.wan_url.clone(),
+                        ca: args.ca.clone(),
+                        token: args.token.clone(),
+                    })
+                    .await?
+                }
+                _ => Deployment::remote(remote_config(&args, target.clone())?)?,
+            }
         } else {
             let dir = args.dir.join(scenario.name());
             Deployment::local(&dir, |spec| drill::scenarios::local_spec(scenario, spec)).await?
         };
+        if let Some(why) = dep.refusal(scenario) {
+            let msg = format!("{scenario} cannot run against this deployment ({} faults): {why}", dep.backend());
+            if single {
+                anyhow::bail!(msg);
+            }
+            eprintln!("refusing {msg}");
+            summary.push(format!("{scenario}: refused ({why})"));
+            continue;
+        }
         let outcome = drill::run(scenario, dep, &opts).await?;
         let r = &outcome.report;
         let verdict = format!("{:?}", r.verdict).to_uppercase();
@@ -351,7 +390,28 @@ async fn drill(args: DrillArgs) -> anyhow::Result<bool> {
     Ok(failed)
 }
 
-fn remote_config(args: &DrillArgs) -> anyhow::Result<attest_chaos::drill::deployment::RemoteConfig> {
+/// The compose project `--docker` works on.
+fn compose_target(args: &DrillArgs) -> anyhow::Result<attest_chaos::faults::ComposeTarget> {
+    use attest_chaos::faults::{detect_compose, run_command, ComposeTarget};
+    let command = match &args.compose_command {
+        Some(c) => c.split_whitespace().map(str::to_owned).collect(),
+        None => detect_compose(run_command)?,
+    };
+    let env = args
+        .compose_env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow::anyhow!("--compose-env wants KEY=VALUE, got '{kv}'")),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ComposeTarget { command, project: args.compose_project.clone(), files: args.compose_files.clone(), env })
+}
+
+fn remote_config(
+    args: &DrillArgs,
+    docker: Option<attest_chaos::faults::ComposeTarget>,
+) -> anyhow::Result<attest_chaos::drill::deployment::RemoteConfig> {
     let gateways = args
         .urls
         .iter()
@@ -379,8 +439,7 @@ fn remote_config(args: &DrillArgs) -> anyhow::Result<attest_chaos::drill::deploy
         nodes,
         ca: args.ca.clone(),
         token,
-        docker: args.docker,
-        compose_files: args.compose_files.clone(),
+        docker,
         wan_url: args.wan_url.clone(),
     })
 }

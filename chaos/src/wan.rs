@@ -78,7 +78,7 @@ const MAX_CHUNK: usize = 16 * 1024;
 const MIN_CHUNK: usize = 256;
 /// Minimum retransmission timeout used to emulate a lost segment (Linux's).
 const MIN_RTO: Duration = Duration::from_millis(200);
-/// Upper bound on connecting to the upstream.
+/// Default upper bound on connecting to the upstream ([`LinkConfig::connect_timeout_ms`]).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest control request body.
 const MAX_CONTROL_BODY: usize = 64 * 1024;
@@ -383,6 +383,13 @@ pub struct LinkConfig {
     /// Initial conditions.
     #[serde(default)]
     pub conditions: LinkConditions,
+    /// How long the proxy tries to reach the upstream before it resets the
+    /// client (default 30 s). The client's own TCP connect completes at
+    /// once (to the proxy), so when the far host is gone, this is what the
+    /// client waits for instead of its connect timeout: keep it near the
+    /// clients' connect timeouts where hosts vanish (containers).
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
 }
 
 impl LinkConfig {
@@ -395,6 +402,7 @@ impl LinkConfig {
             a_region: None,
             b_region: None,
             conditions: LinkConditions::default(),
+            connect_timeout_ms: None,
         }
     }
 
@@ -469,6 +477,7 @@ struct LinkShared {
     conditions: watch::Sender<LinkConditions>,
     shutdown: watch::Sender<bool>,
     counters: Counters,
+    connect_timeout: Duration,
 }
 
 /// A cheap, clonable handle to control a running link.
@@ -606,6 +615,7 @@ impl WanLink {
             conditions: watch::Sender::new(config.conditions),
             shutdown: watch::Sender::new(false),
             counters: Counters::default(),
+            connect_timeout: config.connect_timeout_ms.map_or(CONNECT_TIMEOUT, Duration::from_millis),
         });
         tracing::info!(link = %shared.name, %listen, upstream = %shared.upstream, "WAN link started");
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -691,7 +701,7 @@ async fn handle_connection(client: TcpStream, shared: Arc<LinkShared>) {
         }
     }
     let upstream = tokio::select! {
-        r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(shared.upstream.as_str())) => r,
+        r = tokio::time::timeout(shared.connect_timeout, TcpStream::connect(shared.upstream.as_str())) => r,
         _ = shutdown_rx.wait_for(|s| *s) => return,
     };
     let upstream = match upstream {
@@ -1213,6 +1223,10 @@ pub struct WanProxyArgs {
     /// Initial loss probability of every `--link` (0..=1).
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
+    /// How long each `--link` tries to reach its upstream before it resets
+    /// the client, in ms (see [`LinkConfig::connect_timeout_ms`]).
+    #[arg(long)]
+    pub connect_timeout_ms: Option<u64>,
 }
 
 /// Parses `NAME=LISTEN,UPSTREAM[,A_REGION,B_REGION]`.
@@ -1255,7 +1269,9 @@ impl WanProxyArgs {
             loss: self.loss,
         };
         for link in &self.links {
-            config.links.push(link.clone().with_conditions(LinkConditions::symmetric(shape)));
+            let mut link = link.clone().with_conditions(LinkConditions::symmetric(shape));
+            link.connect_timeout_ms = self.connect_timeout_ms.or(link.connect_timeout_ms);
+            config.links.push(link);
         }
         config.control = Some(self.control);
         if config.links.is_empty() {

@@ -7,8 +7,13 @@
 //! that no acknowledged write was lost. Everything is torn down by a Drop
 //! guard, also when an assertion fails.
 //!
+//! A second test runs the short `primary-outage` drill against the compose
+//! deployment exactly as an operator would (`attest-chaos drill
+//! primary-outage --short --docker …`, faults by `docker kill` / `start`)
+//! and checks that its report passes.
+//!
 //! Needs Docker (engine and `docker compose` or `docker-compose`); where it
-//! is missing the test prints a loud SKIPPED line and passes. Set
+//! is missing each test prints a loud SKIPPED line and passes. Set
 //! `ATTEST_SKIP_DOCKER=1` to skip on purpose. The compose project gets a
 //! unique name, its own image tag and free host ports, so it does not
 //! collide with an operator's `attestd` project on the same engine.
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use attest_chaos::cluster::{authed_client, find_attestd, free_ports};
 use attest_node::token::jwt::{decode_unverified, verify_jwt};
-use attest_tests::{b64u, import_collateral_via, tempdir, vector};
+use attest_tests::{b64u, import_collateral_via, tempdir, vector, vectors};
 use serde_json::{json, Value};
 
 const REGION_A: [&str; 4] = ["node-a1", "node-a2", "node-a3", "gateway-a"];
@@ -58,6 +63,12 @@ async fn run(argv: &[String], env: &[(String, String)], within: Duration) -> any
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The deployment's compose files: the base and the replay override.
+fn compose_files() -> [PathBuf; 2] {
+    let deploy = deploy_dir();
+    [deploy.join("compose.yaml"), deploy.join("compose.replay.yaml")]
+}
+
 fn argv(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| s.to_string()).collect()
 }
@@ -92,6 +103,10 @@ struct Ports {
 /// A running compose project; `Drop` takes it down (volumes included) and
 /// removes its images.
 struct Deployment {
+    /// The compose command alone (`docker compose` or `docker-compose`).
+    command: Vec<String>,
+    project: String,
+    /// The compose command with project and files.
     compose: Vec<String>,
     env: Vec<(String, String)>,
     tag: String,
@@ -114,15 +129,16 @@ impl Deployment {
             PORT_VARS.iter().zip(&p).map(|(k, v)| (k.to_string(), v.to_string())).collect();
         env.push(("ATTESTD_IMAGE_TAG".into(), tag.clone()));
         env.push(("ATTESTD_PUBLISH_IP".into(), "127.0.0.1".into()));
-        let deploy = deploy_dir();
-        let mut full = compose;
-        for a in ["-p", &project, "-f"] {
-            full.push(a.into());
+        let mut full = compose.clone();
+        full.push("-p".into());
+        full.push(project.clone());
+        for f in compose_files() {
+            full.push("-f".into());
+            full.push(f.display().to_string());
         }
-        full.push(deploy.join("compose.yaml").display().to_string());
-        full.push("-f".into());
-        full.push(deploy.join("compose.replay.yaml").display().to_string());
-        let mut d = Deployment { compose: full, env, tag, ports, ids: Default::default(), dir };
+        let mut d =
+            Deployment { command: compose, project, compose: full, env, tag, ports, ids: Default::default(), dir };
+        let deploy = deploy_dir();
 
         // The binaries of this test run, debug or release alike.
         let bin_dir = find_attestd()?.parent().map(Path::to_path_buf).context("attestd has no parent dir")?;
@@ -291,17 +307,24 @@ async fn wait_converged(http: &reqwest::Client, d: &Deployment, within: Duration
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_regions_in_containers_survive_the_loss_of_the_primary() {
-    let compose = match docker_and_compose().await {
-        Ok(c) => c,
+/// The compose command, or `None` after a loud SKIPPED banner.
+async fn compose_or_skip(test: &str) -> Option<Vec<String>> {
+    match docker_and_compose().await {
+        Ok(c) => Some(c),
         Err(why) => {
             eprintln!("\n************************************************************************");
-            eprintln!("*** SKIPPED docker_deploy: {why}");
+            eprintln!("*** SKIPPED docker_deploy::{test}: {why}");
             eprintln!("*** the container deployment (deploy/) was NOT tested");
             eprintln!("************************************************************************\n");
-            return;
+            None
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_in_containers_survive_the_loss_of_the_primary() {
+    let Some(compose) = compose_or_skip("two_regions_in_containers_survive_the_loss_of_the_primary").await else {
+        return;
     };
     let d = Deployment::up(compose).await.expect("images build and the deployment starts");
     let all: Vec<&str> = REGION_A.iter().chain(&REGION_B).copied().collect();
@@ -471,4 +494,84 @@ async fn two_regions_in_containers_survive_the_loss_of_the_primary() {
     let (status, region, body) = attest(&http, &d.gateway('b')).await.expect("attest sent");
     assert_eq!(status, 200, "{body}");
     eprintln!("after the restart gateway-b is served by {region}");
+}
+
+/// `attest-chaos drill primary-outage --short --docker` against the compose
+/// deployment: the drill finds the published ports, the CA and an Owner
+/// token through compose, kills region A's node containers with `docker
+/// kill`, holds, starts them again, and writes the same report as a local
+/// drill; every check must pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_drill_passes_against_the_containers() {
+    let Some(compose) = compose_or_skip("a_short_drill_passes_against_the_containers").await else {
+        return;
+    };
+    let d = Deployment::up(compose).await.expect("images build and the deployment starts");
+    let all: Vec<&str> = REGION_A.iter().chain(&REGION_B).copied().collect();
+    d.wait_healthy(&all).await.expect("every node and gateway HEALTHCHECK passes");
+
+    let chaos = find_attestd().expect("attestd binary").with_file_name("attest-chaos");
+    let out = d.dir.path().join("report");
+    let mut cmd = vec![
+        chaos.display().to_string(),
+        "drill".into(),
+        "primary-outage".into(),
+        "--short".into(),
+        "--no-progress".into(),
+        "--docker".into(),
+        "--compose-command".into(),
+        d.command.join(" "),
+        "--compose-project".into(),
+        d.project.clone(),
+        "--out".into(),
+        out.display().to_string(),
+        "--dir".into(),
+        d.dir.path().join("scratch").display().to_string(),
+        "--vectors".into(),
+        vectors().display().to_string(),
+    ];
+    for f in compose_files() {
+        cmd.push("--compose-file".into());
+        cmd.push(f.display().to_string());
+    }
+    for (k, v) in &d.env {
+        cmd.push("--compose-env".into());
+        cmd.push(format!("{k}={v}"));
+    }
+    eprintln!("running: {}", cmd.join(" "));
+    // The drill's own output (progress, verdict) goes to the test's log.
+    let status = tokio::time::timeout(
+        Duration::from_secs(420),
+        tokio::process::Command::new(&cmd[0]).args(&cmd[1..]).kill_on_drop(true).status(),
+    )
+    .await
+    .expect("the drill finishes within 7 minutes")
+    .expect("attest-chaos runs");
+
+    let report = attest_chaos::drill::load_report(&out).expect("the drill wrote report.json");
+    let failed: Vec<String> = report.failed_checks().iter().map(|c| format!("{}: {}", c.id, c.summary)).collect();
+    assert!(
+        status.success(),
+        "attest-chaos drill exited with {status}:\n{}\n\n{}",
+        failed.join("\n"),
+        report.markdown()
+    );
+    assert_eq!(
+        report.verdict,
+        attest_chaos::checker::verdicts::Status::Pass,
+        "{}\n\n{}",
+        failed.join("\n"),
+        report.markdown()
+    );
+    assert_eq!(report.backend, "docker");
+    for f in ["report.md", "report.json", "timeline.svg", "history.jsonl"] {
+        assert!(out.join(f).is_file(), "the drill wrote {f}");
+    }
+    // The region was really killed and started through Docker, without an error.
+    let labels: Vec<(&str, bool)> = report.faults.iter().map(|f| (f.label.as_str(), f.error.is_none())).collect();
+    assert!(labels.contains(&("kill -9 region eastus2", true)), "{labels:?}");
+    assert!(labels.contains(&("start region eastus2", true)), "{labels:?}");
+    assert!(report.operations.attest.ok > 0 && report.operations.writes.ok > 0, "{:?}", report.operations);
+    // The deployment is whole again afterwards.
+    d.wait_healthy(&all).await.expect("every container healthy after the drill");
 }

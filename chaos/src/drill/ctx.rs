@@ -24,6 +24,8 @@ pub struct DrillCtx<'a> {
     pub registers: Registers,
     open: Vec<(usize, u64, Expectation)>,
     next_window: usize,
+    /// When the last fault was issued (a `docker kill` takes a moment to return).
+    last_fault_ns: Option<u64>,
     step: Arc<Mutex<String>>,
     bar: ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
@@ -60,6 +62,7 @@ impl<'a> DrillCtx<'a> {
             registers: workload.registers(),
             open: Vec::new(),
             next_window: 0,
+            last_fault_ns: None,
             step,
             bar,
             ticker,
@@ -82,6 +85,7 @@ impl<'a> DrillCtx<'a> {
     pub async fn fault(&mut self, f: Fault) -> anyhow::Result<()> {
         self.step(&f.label());
         let at_ns = self.history.now_ns();
+        self.last_fault_ns = Some(at_ns);
         let r = match self.dep.faults.as_mut() {
             Some(inj) => inj.apply(&f).await.map_err(|e| anyhow!("{e}")),
             None => Err(anyhow!("no fault backend: pass --docker or run against a local cluster")),
@@ -239,6 +243,15 @@ impl<'a> DrillCtx<'a> {
     pub fn window_for(&mut self, expect: Expectation, d: Duration) {
         let start_ns = self.history.now_ns();
         self.history.record(Entry::Window(Window { start_ns, end_ns: start_ns + d.as_nanos() as u64, expect }));
+    }
+
+    /// Like [`Self::window_for`], but starting when the last fault was
+    /// issued: its effects begin before the command returns (instantly for
+    /// a signal, over a second for `docker kill` of a region).
+    pub fn window_from_fault(&mut self, expect: Expectation, d: Duration) {
+        let now = self.history.now_ns();
+        let start_ns = self.last_fault_ns.unwrap_or(now).min(now);
+        self.history.record(Entry::Window(Window { start_ns, end_ns: now + d.as_nanos() as u64, expect }));
     }
 
     pub fn close(&mut self, id: usize) {

@@ -2,7 +2,9 @@
 //! client that trusts them and carries an Owner token, and a fault
 //! backend. [`Deployment::local`] launches a local 3 + 2 cluster with WAN
 //! links and a gateway per region; [`Deployment::remote`] points at an
-//! existing deployment (e.g. the compose one) by URL.
+//! existing deployment by URL; [`Deployment::compose`] finds the compose
+//! deployment of `deploy/` through compose itself (published ports, CA,
+//! an Owner token) and injects faults with Docker.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
 use crate::cluster::{authed_client, Cluster, ClusterSpec, GatewayHandle};
-use crate::faults::{DockerFaults, Fault, FaultError, FaultInjector, LocalFaults};
+use crate::faults::{
+    ComposeTarget, DockerFaults, Fault, FaultError, FaultInjector, LocalFaults, COMPOSE_GATEWAYS, COMPOSE_PRIMARY_NODES,
+};
 use crate::wan::{LinkUpdate, WanControlClient};
 use crate::workload::{Endpoint, VectorSet, COLLATERAL_GRACE_S, PINNED_TIME};
 
@@ -43,6 +47,10 @@ pub struct Deployment {
     pub async_after: Duration,
     /// Raft heartbeat interval; openraft also times AppendEntries out after it.
     pub heartbeat: Duration,
+    /// The gateways reach the other region's nodes through the WAN (the
+    /// compose deployment), so cutting the WAN also cuts data-plane calls
+    /// that cross it until the gateways route around the cut.
+    pub gateways_cross_wan: bool,
     _gateways: Vec<GatewayHandle>,
 }
 
@@ -63,11 +71,24 @@ pub struct RemoteConfig {
     pub nodes: Vec<(String, String, String)>,
     pub ca: Option<PathBuf>,
     pub token: String,
-    /// Inject faults with `docker compose` (project `attestd`).
-    pub docker: bool,
-    pub compose_files: Vec<PathBuf>,
+    /// Inject faults with Docker into this compose project (`--docker`).
+    pub docker: Option<ComposeTarget>,
     /// The WAN emulator's control API.
     pub wan_url: Option<String>,
+}
+
+/// The compose deployment of `deploy/`, found through compose.
+#[derive(Debug, Clone)]
+pub struct ComposeConfig {
+    pub target: ComposeTarget,
+    pub primary_region: String,
+    pub secondary_region: String,
+    /// Where the deployment's CA certificate is copied to.
+    pub scratch: PathBuf,
+    /// Given instead of discovered: the WAN control API, the CA, the token.
+    pub wan_url: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub token: Option<String>,
 }
 
 impl Deployment {
@@ -121,18 +142,17 @@ impl Deployment {
             broken: Broken::default(),
             async_after,
             heartbeat,
+            gateways_cross_wan: false,
             _gateways: gateways_keep,
         })
     }
 
     /// An existing deployment.
     pub fn remote(cfg: RemoteConfig) -> anyhow::Result<Self> {
-        let http = authed_client(cfg.ca.as_deref(), &cfg.token)?;
-        let faults: Option<Box<dyn FaultInjector>> = if cfg.docker {
+        let faults: Option<Box<dyn FaultInjector>> = if let Some(target) = &cfg.docker {
             let mut d =
-                DockerFaults::compose_default(&cfg.primary_region, &cfg.secondary_region, cfg.wan_url.as_deref())
+                DockerFaults::new(target.clone(), &cfg.primary_region, &cfg.secondary_region, cfg.wan_url.as_deref())
                     .map_err(|e| anyhow!("{e}"))?;
-            d.compose_files = cfg.compose_files.clone();
             if !cfg.nodes.is_empty() {
                 d.nodes = cfg.nodes.iter().map(|(n, r, _)| (n.clone(), r.clone())).collect();
             }
@@ -142,6 +162,98 @@ impl Deployment {
         } else {
             None
         };
+        Self::remote_with(cfg, faults)
+    }
+
+    /// The compose deployment of `deploy/` (services `node-a1..3`,
+    /// `gateway-a`, `node-b1..2`, `gateway-b`, `wan`): each service's
+    /// published port from `compose port`, the CA copied out of `node-a1`,
+    /// an Owner token minted inside it (`attestd dev-token`), and faults
+    /// injected with Docker ([`DockerFaults`]). The WAN control API is used
+    /// when the `wan` service publishes it.
+    pub async fn compose(cfg: ComposeConfig) -> anyhow::Result<Self> {
+        let mut faults = DockerFaults::new(cfg.target.clone(), &cfg.primary_region, &cfg.secondary_region, None)
+            .map_err(|e| anyhow!("{e}"))?;
+        let project = &cfg.target.project;
+        let e = |e: FaultError| anyhow!("{e}");
+        let mut gateways = Vec::new();
+        for (svc, primary) in COMPOSE_GATEWAYS {
+            let addr = faults
+                .published(svc, 8443)
+                .await
+                .map_err(e)
+                .with_context(|| format!("the published port of {svc} (is compose project {project} up?)"))?;
+            let region = if primary { &cfg.primary_region } else { &cfg.secondary_region };
+            gateways.push((region.clone(), format!("https://{addr}")));
+        }
+        let mut nodes = Vec::new();
+        for (svc, region) in faults.nodes.clone() {
+            let addr = faults.published(&svc, 8443).await.map_err(e).with_context(|| format!("the port of {svc}"))?;
+            // Container ids now, so that a network fault later does not wait for them.
+            faults.container(&svc).await.map_err(e)?;
+            nodes.push((svc, region, format!("https://{addr}")));
+        }
+        let wan_url = match &cfg.wan_url {
+            Some(u) => Some(u.clone()),
+            None => match faults.published("wan", 7400).await {
+                Ok(addr) => Some(format!("http://{addr}")),
+                Err(err) => {
+                    eprintln!(
+                        "the wan service publishes no control port ({err}): one-way cuts and latency unavailable"
+                    );
+                    None
+                }
+            },
+        };
+        if let Some(u) = &wan_url {
+            faults.wan = Some(WanControlClient::new(u).map_err(|e| anyhow!("{e}"))?);
+        }
+        // The CA and the token come out of a node container (the `pki`
+        // volume); any node of the primary region that runs will do.
+        let source = COMPOSE_PRIMARY_NODES[0];
+        let ca = match &cfg.ca {
+            Some(ca) => ca.clone(),
+            None => {
+                std::fs::create_dir_all(&cfg.scratch).with_context(|| format!("creating {}", cfg.scratch.display()))?;
+                let id = faults.container(source).await.map_err(e)?;
+                let to = cfg.scratch.join(format!("{project}-ca.pem"));
+                faults
+                    .docker(&["cp", &format!("{id}:/certs/ca.pem"), &to.display().to_string()])
+                    .await
+                    .map_err(e)
+                    .context("copying the deployment's CA")?;
+                to
+            }
+        };
+        let token = match &cfg.token {
+            Some(t) => t.clone(),
+            None => {
+                let id = faults.container(source).await.map_err(e)?;
+                let out = faults
+                    .docker(&["exec", &id, "attestd", "dev-token", "--dir", "/certs", "--role", "Owner"])
+                    .await
+                    .map_err(e)
+                    .context("minting an Owner token inside node-a1")?;
+                out.trim().to_owned()
+            }
+        };
+        let remote = RemoteConfig {
+            primary_region: cfg.primary_region.clone(),
+            secondary_region: cfg.secondary_region.clone(),
+            gateways,
+            nodes,
+            ca: Some(ca),
+            token,
+            docker: Some(cfg.target.clone()),
+            wan_url,
+        };
+        let mut dep = Self::remote_with(remote, Some(Box::new(faults)))?;
+        dep.gateways_cross_wan = true;
+        Ok(dep)
+    }
+
+    fn remote_with(cfg: RemoteConfig, faults: Option<Box<dyn FaultInjector>>) -> anyhow::Result<Self> {
+        let http = authed_client(cfg.ca.as_deref(), &cfg.token)?;
         if cfg.gateways.is_empty() {
             bail!("at least one gateway URL is needed (--url)");
         }
@@ -174,12 +286,35 @@ impl Deployment {
             broken: Broken::default(),
             async_after: Duration::from_secs(5),
             heartbeat: Duration::from_millis(100),
+            gateways_cross_wan: false,
             _gateways: Vec::new(),
         })
     }
 
     pub fn backend(&self) -> &'static str {
         self.faults.as_ref().map_or("http", |f| f.backend())
+    }
+
+    /// Why `scenario` cannot run against this deployment: a fault its
+    /// script injects that the fault backend cannot (see [`super::refusal`]).
+    pub fn refusal(&self, scenario: super::Scenario) -> Option<String> {
+        if self.gateways_cross_wan && scenario == super::Scenario::PartitionThenPrimaryLoss {
+            return Some(format!(
+                "here each gateway reaches the other region only through the WAN, so with the WAN cut and {} lost, \
+                 the {} gateway has no node left to route to; the scenario expects every gateway to keep serving \
+                 through {} (gateways outside the regions, as in a local cluster): run it locally",
+                self.primary_region, self.primary_region, self.secondary_region
+            ));
+        }
+        let node = self.nodes.iter().find(|n| n.region == self.primary_region).map_or("node-1", |n| n.name.as_str());
+        let faults = scenario.faults(&self.primary_region, &self.secondary_region, node);
+        if faults.is_empty() {
+            return None;
+        }
+        match &self.faults {
+            Some(f) => super::refusal(f.as_ref(), &faults),
+            None => Some("it injects faults and this deployment has no fault backend (--docker or --wan-url)".into()),
+        }
     }
 
     pub fn region_nodes(&self, region: &str) -> Vec<Endpoint> {
@@ -496,6 +631,17 @@ struct WanOnly {
 impl FaultInjector for WanOnly {
     fn backend(&self) -> &'static str {
         "wan-api"
+    }
+
+    fn check(&self, fault: &Fault) -> Result<(), FaultError> {
+        match fault {
+            Fault::Partition { .. } | Fault::Heal | Fault::WanLatency { .. } => Ok(()),
+            other => Err(FaultError::Unsupported {
+                backend: "wan-api",
+                fault: other.label(),
+                why: "only the WAN can be controlled over HTTP; use --docker or a local cluster".into(),
+            }),
+        }
     }
 
     fn apply<'a>(&'a mut self, fault: &'a Fault) -> futures::future::BoxFuture<'a, Result<(), FaultError>> {

@@ -36,6 +36,7 @@ use serde_json::Value;
 
 use crate::checker::durability::NodeSnapshot;
 use crate::checker::verdicts::{evaluate, Check, CheckOptionsSet, Evidence, Status};
+use crate::faults::{Fault, FaultInjector};
 use crate::history::{Header, History, Parts};
 use crate::monitor::Monitor;
 use crate::report::{DrillReport, OpStats, RpoFigures};
@@ -117,6 +118,40 @@ impl Scenario {
         }
     }
 
+    /// The faults the script injects, one of each kind (`node`: a primary
+    /// node to stand for the ones it picks at run time), so that a backend
+    /// can refuse the scenario before it starts.
+    pub fn faults(self, primary: &str, secondary: &str, node: &str) -> Vec<Fault> {
+        let (p, s, n) = (primary.to_owned(), secondary.to_owned(), node.to_owned());
+        let cut = |one_way| Fault::Partition { from: p.clone(), to: s.clone(), one_way };
+        match self {
+            Scenario::PrimaryOutage => vec![Fault::KillRegion { region: p.clone() }, Fault::StartRegion { region: p }],
+            Scenario::PlannedFailover => Vec::new(),
+            Scenario::SecondaryOutage => {
+                vec![Fault::KillRegion { region: s.clone() }, Fault::StartRegion { region: s }]
+            }
+            Scenario::WanPartition => vec![cut(false), Fault::Heal, cut(true)],
+            Scenario::LeaderKillLoop => vec![
+                Fault::Kill { node: n.clone() },
+                Fault::Start { node: n.clone() },
+                Fault::Pause { node: n.clone() },
+                Fault::Resume { node: n },
+            ],
+            Scenario::RollingRestart => vec![Fault::Stop { node: n.clone() }, Fault::Start { node: n }],
+            Scenario::SlowWan => vec![Fault::WanLatency { one_way_ms: 1, jitter_ms: 0 }],
+            Scenario::PartitionThenPrimaryLoss => {
+                vec![cut(false), Fault::KillRegion { region: p.clone() }, Fault::Heal, Fault::StartRegion { region: p }]
+            }
+            Scenario::DiskFull => {
+                let node = format!("node-{}", scenarios::DISK_FULL_NODE);
+                vec![Fault::FillDisk { node: node.clone() }, Fault::FreeDisk { node }]
+            }
+            Scenario::PermanentPrimaryLoss => {
+                vec![Fault::KillRegion { region: p.clone() }, Fault::StartRegion { region: p }]
+            }
+        }
+    }
+
     /// Needs process control (kill, stop, pause) rather than only HTTP.
     pub fn needs_process_control(self) -> bool {
         !matches!(self, Scenario::PlannedFailover | Scenario::SlowWan | Scenario::WanPartition)
@@ -131,6 +166,12 @@ impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Why `backend` cannot run a script that injects `faults`: the first
+/// fault it refuses, with its reason.
+pub fn refusal(backend: &dyn FaultInjector, faults: &[Fault]) -> Option<String> {
+    faults.iter().find_map(|f| backend.check(f).err()).map(|e| e.to_string())
 }
 
 /// How to run a drill.
@@ -360,4 +401,51 @@ pub fn load_report(dir: &Path) -> anyhow::Result<DrillReport> {
     let p = dir.join("report.json");
     serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
         .with_context(|| format!("parsing {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::{ComposeTarget, DockerFaults};
+
+    fn docker(wan: Option<&str>) -> DockerFaults {
+        let target = ComposeTarget {
+            command: vec!["docker-compose".into()],
+            project: "attestd".into(),
+            files: Vec::new(),
+            env: Vec::new(),
+        };
+        match DockerFaults::new(target, "eastus2", "centralus", wan) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn refused(s: Scenario, d: &DockerFaults) -> Option<String> {
+        refusal(d, &s.faults("eastus2", "centralus", "node-a1"))
+    }
+
+    #[test]
+    fn containers_refuse_only_what_they_cannot_do() {
+        let d = docker(None);
+        for s in [
+            Scenario::PrimaryOutage,
+            Scenario::PlannedFailover,
+            Scenario::SecondaryOutage,
+            Scenario::LeaderKillLoop,
+            Scenario::RollingRestart,
+            Scenario::PartitionThenPrimaryLoss,
+        ] {
+            assert_eq!(refused(s, &d), None, "{s}");
+        }
+        // One-way cuts and latency need the wan service's control API.
+        for s in [Scenario::WanPartition, Scenario::SlowWan] {
+            assert!(refused(s, &d).is_some_and(|why| why.contains("control API")), "{s}");
+        }
+        assert!(refused(Scenario::DiskFull, &d).is_some_and(|why| why.contains("size-limited")));
+        let d = docker(Some("http://127.0.0.1:9"));
+        assert_eq!(refused(Scenario::WanPartition, &d), None);
+        assert_eq!(refused(Scenario::SlowWan, &d), None);
+        assert!(refused(Scenario::DiskFull, &d).is_some());
+    }
 }

@@ -77,11 +77,22 @@ fn regions(ctx: &DrillCtx<'_>) -> (String, String) {
     (ctx.dep.primary_region.clone(), ctx.dep.secondary_region.clone())
 }
 
+/// Where the gateways reach the other region through the WAN (compose),
+/// calls crossing a fresh cut may fail until the gateways route around it.
+fn wan_cut_disrupts_gateways(ctx: &mut DrillCtx<'_>) {
+    if ctx.dep.gateways_cross_wan {
+        ctx.window_from_fault(
+            Expectation::Disruption { label: "gateway calls across the cut WAN".into() },
+            DISRUPTION_BUDGET,
+        );
+    }
+}
+
 async fn primary_outage(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
     let (p, s) = regions(ctx);
     ctx.dep.wait_mode("sync", MODE_WITHIN).await?;
     ctx.fault(Fault::KillRegion { region: p.clone() }).await?;
-    ctx.window_for(Expectation::Disruption { label: format!("region {p} lost") }, DISRUPTION_BUDGET);
+    ctx.window_from_fault(Expectation::Disruption { label: format!("region {p} lost") }, DISRUPTION_BUDGET);
     let ro = ctx.open(Expectation::ReadOnly { region: s.clone(), via_gateways: true });
     let served = ctx.open(Expectation::ServedBy { region: s.clone() });
     ctx.hold(Duration::from_secs(1)).await;
@@ -142,6 +153,7 @@ async fn wan_partition(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
     ctx.dep.wait_mode("sync", MODE_WITHIN).await?;
     for one_way in [false, true] {
         ctx.fault(Fault::Partition { from: p.clone(), to: s.clone(), one_way }).await?;
+        wan_cut_disrupts_gateways(ctx);
         // Writes sent to the secondary's nodes must be refused; through the
         // gateways they reach the primary, which stays writable.
         let ro = ctx.open(Expectation::ReadOnly { region: s.clone(), via_gateways: false });
@@ -175,7 +187,10 @@ async fn leader_kill_loop(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
         let what = if freeze { "frozen" } else { "killed" };
         // A frozen node accepts connections but never answers: calls routed to
         // it time out until the gateway ejects it.
-        ctx.window_for(Expectation::Disruption { label: format!("leader {} {what}", leader.name) }, DISRUPTION_BUDGET);
+        ctx.window_from_fault(
+            Expectation::Disruption { label: format!("leader {} {what}", leader.name) },
+            DISRUPTION_BUDGET,
+        );
         ctx.window_for(
             Expectation::Recovery { label: format!("leader {} {what}", leader.name) },
             Duration::from_secs(4),
@@ -251,7 +266,7 @@ async fn partition_then_primary_loss(ctx: &mut DrillCtx<'_>) -> anyhow::Result<(
     ctx.step("partitioned: writes wait for the secondary");
     ctx.hold(ctx.dep.async_after / 2).await;
     ctx.fault(Fault::KillRegion { region: p.clone() }).await?;
-    ctx.window_for(Expectation::Disruption { label: format!("region {p} lost") }, DISRUPTION_BUDGET);
+    ctx.window_from_fault(Expectation::Disruption { label: format!("region {p} lost") }, DISRUPTION_BUDGET);
     let ro = ctx.open(Expectation::ReadOnly { region: s.clone(), via_gateways: true });
     let served = ctx.open(Expectation::ServedBy { region: s.clone() });
     ctx.hold(Duration::from_secs(1)).await;
@@ -273,7 +288,7 @@ async fn disk_full(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
     ctx.fault(Fault::FillDisk { node: node.clone() }).await?;
     // The node may stop serving (a storage error stops its Raft): the
     // gateways route around it.
-    ctx.window_for(
+    ctx.window_from_fault(
         Expectation::Disruption { label: format!("disk of {node} full") },
         ctx.pace.hold + DISRUPTION_BUDGET,
     );
@@ -283,7 +298,7 @@ async fn disk_full(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
     // A node whose log append failed may have shut its Raft down: restart it.
     ctx.fault(Fault::Stop { node: node.clone() }).await?;
     ctx.fault(Fault::Start { node: node.clone() }).await?;
-    ctx.window_for(Expectation::Disruption { label: format!("{node} restarted") }, DISRUPTION_BUDGET);
+    ctx.window_from_fault(Expectation::Disruption { label: format!("{node} restarted") }, DISRUPTION_BUDGET);
     ctx.open(Expectation::Recovery { label: format!("disk of {node} freed, node restarted") });
     ctx.step(&format!("waiting for {node} to serve"));
     ctx.dep.wait_all_healthy(HEALTHY_WITHIN).await?;
