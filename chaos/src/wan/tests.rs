@@ -490,3 +490,24 @@ async fn controller_region_pairs_and_http_control_api() {
     assert!(ctl.link("c2e").is_none());
     server.shutdown().await;
 }
+
+#[test]
+fn the_connect_timeout_flag_reaches_every_link() {
+    let spec = |s: &str| parse_link_spec(s).unwrap_or_else(|e| panic!("{e}"));
+    let args = WanProxyArgs {
+        links: vec![spec("a=127.0.0.1:0,127.0.0.1:9"), spec("b=127.0.0.1:0,node-b1:7443,eastus2,centralus")],
+        config: None,
+        control: SocketAddr::from(([127, 0, 0, 1], 0)),
+        latency_ms: 10,
+        jitter_ms: 0,
+        bandwidth_kbps: 0,
+        loss: 0.0,
+        connect_timeout_ms: Some(1000),
+    };
+    let config = args.to_config().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.links.len(), 2);
+    assert!(config.links.iter().all(|l| l.connect_timeout_ms == Some(1000)), "{:?}", config.links);
+    // Without the flag a link keeps the default.
+    let config = WanProxyArgs { connect_timeout_ms: None, ..args }.to_config().unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.links.iter().all(|l| l.connect_timeout_ms.is_none()));
+}
