@@ -4,6 +4,12 @@
 //!   `attest-gateway`, and through HAProxy (Debian's `haproxy`) configured
 //!   with the same backends, the same TLS (termination with the same dev CA
 //!   certificate, re-encryption to the nodes, verified) and health checks on.
+//!   With ≥ 2 CPUs the proxies run on the first half of the CPUs and wrk and
+//!   the nodes on the other half, so that a proxy's figures are its own and
+//!   not the share of a core it won from wrk; the two proxies are measured
+//!   in alternating rounds (drift hits both alike) and each row also gives
+//!   the proxy's own CPU time per request (`/proc/<pid>/stat`), the overhead
+//!   figure least sensitive to a noisy machine.
 //! - **Failover**: steady attestation load through the gateway, kill -9 of
 //!   every primary node, then the time to the first attestation served by
 //!   the secondary and the errors clients saw, per probe interval.
@@ -30,6 +36,9 @@ pub struct ProxyResult {
     pub p99_ms: f64,
     /// Non-2xx/3xx answers and socket errors.
     pub errors: u64,
+    /// CPU time (user + system) the proxy process spent per request, in µs;
+    /// `None` for the direct row.
+    pub proxy_cpu_us_per_req: Option<f64>,
 }
 
 /// One failover measurement.
@@ -69,6 +78,7 @@ pub fn parse_wrk(target: &str, connections: usize, out: &str) -> anyhow::Result<
         p90_ms: 0.0,
         p99_ms: 0.0,
         errors: 0,
+        proxy_cpu_us_per_req: None,
     };
     for line in out.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -91,15 +101,49 @@ pub fn parse_wrk(target: &str, connections: usize, out: &str) -> anyhow::Result<
     Ok(r)
 }
 
-fn run_wrk(target: &str, url: &str, connections: usize, seconds: u64) -> anyhow::Result<ProxyResult> {
-    let out = Command::new("wrk")
+/// User + system CPU seconds of process `pid` so far (`/proc/<pid>/stat`,
+/// fields 14 and 15, in USER_HZ = 100 ticks per second).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; count from after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) / 100.0)
+}
+
+fn run_wrk(
+    target: &str,
+    url: &str,
+    connections: usize,
+    seconds: u64,
+    cpus: Option<&str>,
+    proxy_pid: Option<u32>,
+) -> anyhow::Result<ProxyResult> {
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut t = Command::new("taskset");
+            t.args(["-c", c, "wrk"]);
+            t
+        }
+        None => Command::new("wrk"),
+    };
+    let cpu_before = proxy_pid.and_then(cpu_seconds);
+    let out = cmd
         .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", url])
         .output()
         .context("running wrk (apt-get install wrk)")?;
+    let cpu_used = match (cpu_before, proxy_pid.and_then(cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
     if !out.status.success() {
         bail!("wrk against {url} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk(target, connections, &String::from_utf8_lossy(&out.stdout))
+    let mut r = parse_wrk(target, connections, &String::from_utf8_lossy(&out.stdout))?;
+    let requests = r.requests_per_s * seconds as f64;
+    r.proxy_cpu_us_per_req = cpu_used.filter(|_| requests > 0.0).map(|c| c * 1e6 / requests);
+    Ok(r)
 }
 
 /// A HAProxy process; killed on drop.
@@ -117,7 +161,13 @@ impl Drop for Haproxy {
 /// HAProxy with the gateway's job: TLS termination with the same dev
 /// certificate, round-robin over `backends` re-encrypted and verified
 /// against the cluster CA, `/health` checks every second.
-fn start_haproxy(dir: &Path, listen: &str, certs: &Path, backends: &[String]) -> anyhow::Result<Haproxy> {
+fn start_haproxy(
+    dir: &Path,
+    listen: &str,
+    certs: &Path,
+    backends: &[String],
+    threads: usize,
+) -> anyhow::Result<Haproxy> {
     // HAProxy wants certificate and key in one PEM file.
     let mut pem = std::fs::read(certs.join("gateway-haproxy.pem")).context("haproxy certificate")?;
     pem.extend(std::fs::read(certs.join("gateway-haproxy.key")).context("haproxy key")?);
@@ -134,7 +184,7 @@ fn start_haproxy(dir: &Path, listen: &str, certs: &Path, backends: &[String]) ->
         })
         .collect();
     let cfg = format!(
-        "global\n    maxconn 4096\n    nbthread 2\n\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    option http-keep-alive\n\n\
+        "global\n    maxconn 4096\n    nbthread {threads}\n\ndefaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    option http-keep-alive\n\n\
          frontend fe\n    bind {listen} ssl crt {bundle}\n    default_backend nodes\n\n\
          backend nodes\n    balance roundrobin\n    option httpchk GET /health\n    http-reuse always\n{servers}",
         bundle = bundle.display()
@@ -171,8 +221,16 @@ async fn wait_ok(http: &reqwest::Client, url: &str, within: Duration) -> anyhow:
 }
 
 /// Direct, gateway and HAProxy throughput/latency of `GET /certs` (a cheap
-/// read every node answers from memory, so the proxies' cost shows).
-pub async fn proxy_overhead(dir: PathBuf, connections: usize, seconds: u64) -> anyhow::Result<Vec<ProxyResult>> {
+/// read every node answers from memory, so the proxies' cost shows), in
+/// `rounds` alternating rounds; `split`: proxies on one half of the CPUs,
+/// wrk and the nodes on the other.
+pub async fn proxy_overhead(
+    dir: PathBuf,
+    connections: usize,
+    seconds: u64,
+    rounds: usize,
+    split: Option<crate::bench_attest::CoreSplit>,
+) -> anyhow::Result<Vec<ProxyResult>> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut spec = ClusterSpec::local(dir.join("cluster"));
@@ -185,23 +243,81 @@ pub async fn proxy_overhead(dir: PathBuf, connections: usize, seconds: u64) -> a
         cluster.primary_ids().iter().filter_map(|id| cluster.nodes.get(id).map(|n| n.api_addr.clone())).collect();
     let port = free_ports(1)?[0];
     let ha_addr = format!("127.0.0.1:{port}");
-    let _ha = start_haproxy(&dir, &ha_addr, &certs, &backends)?;
+    // HAProxy gets as many threads as the CPUs it may use; the gateway's
+    // tokio runtime likewise sizes itself to the machine.
+    let ha_threads = split.as_ref().map(|s| s.node_cpus).unwrap_or(2);
+    let ha = start_haproxy(&dir, &ha_addr, &certs, &backends, ha_threads)?;
     let gw = gateways.first().context("no gateway")?;
+    if let Some(sp) = &split {
+        for n in cluster.nodes.values() {
+            if let Some(pid) = n.pid() {
+                crate::bench_attest::pin(pid, &sp.rest)?;
+            }
+        }
+        for g in &gateways {
+            crate::bench_attest::pin(g.pid(), &sp.node)?;
+        }
+        crate::bench_attest::pin(ha.child.id(), &sp.node)?;
+        eprintln!("cores split: proxies on CPUs {}, wrk and the nodes on {}", sp.node, sp.rest);
+    }
+    let direct = ("direct to one node", format!("https://{}/certs", backends[0]), None);
     let targets = [
-        ("direct to one node", format!("https://{}/certs", backends[0])),
-        ("attest-gateway", format!("https://{}/certs", gw.addr)),
-        ("haproxy 2.6", format!("https://{ha_addr}/certs")),
+        ("attest-gateway", format!("https://{}/certs", gw.addr), Some(gw.pid())),
+        ("haproxy 2.6", format!("https://{ha_addr}/certs"), Some(ha.child.id())),
     ];
-    for (_, url) in &targets {
+    for (_, url, _) in std::iter::once(&direct).chain(&targets) {
         wait_ok(cluster.http(), url, Duration::from_secs(30)).await?;
     }
+    let wrk_cpus = split.as_ref().map(|s| s.rest.as_str());
     let mut out = Vec::new();
-    for (name, url) in &targets {
+    let (name, url, _) = &direct;
+    let _ = run_wrk(name, url, connections, 2, wrk_cpus, None);
+    out.push(run_wrk(name, url, connections, seconds, wrk_cpus, None)?);
+    for (name, url, pid) in &targets {
         // Warm the connection pools and caches first.
-        let _ = run_wrk(name, url, connections, 2);
-        out.push(run_wrk(name, url, connections, seconds)?);
+        let _ = run_wrk(name, url, connections, 2, wrk_cpus, *pid);
+    }
+    for round in 0..rounds.max(1) {
+        // Alternate which proxy goes first, so neither always follows the other.
+        let order: Vec<&(&str, String, Option<u32>)> =
+            if round % 2 == 0 { targets.iter().collect() } else { targets.iter().rev().collect() };
+        for (name, url, pid) in order {
+            eprintln!("round {}: {name} for {seconds} s ...", round + 1);
+            out.push(run_wrk(name, url, connections, seconds, wrk_cpus, *pid)?);
+        }
     }
     Ok(out)
+}
+
+/// Per target, the median of each figure over its rounds.
+pub fn medians(rows: &[ProxyResult]) -> Vec<ProxyResult> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows {
+        if !names.contains(&r.target.as_str()) {
+            names.push(&r.target);
+        }
+    }
+    let med = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    names
+        .into_iter()
+        .map(|n| {
+            let of: Vec<&ProxyResult> = rows.iter().filter(|r| r.target == n).collect();
+            let cpu: Vec<f64> = of.iter().filter_map(|r| r.proxy_cpu_us_per_req).collect();
+            ProxyResult {
+                target: format!("{n} (median of {})", of.len()),
+                connections: of[0].connections,
+                requests_per_s: med(of.iter().map(|r| r.requests_per_s).collect()),
+                p50_ms: med(of.iter().map(|r| r.p50_ms).collect()),
+                p90_ms: med(of.iter().map(|r| r.p90_ms).collect()),
+                p99_ms: med(of.iter().map(|r| r.p99_ms).collect()),
+                errors: of.iter().map(|r| r.errors).sum(),
+                proxy_cpu_us_per_req: if cpu.is_empty() { None } else { Some(med(cpu)) },
+            }
+        })
+        .collect()
 }
 
 /// Kill every primary node under attestation load through the gateway,
@@ -315,12 +431,13 @@ pub async fn failover(
 
 pub fn proxy_markdown(rows: &[ProxyResult]) -> String {
     let mut s = String::from(
-        "| target | connections | requests/s | p50 ms | p90 ms | p99 ms | errors |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "| target | connections | requests/s | p50 ms | p90 ms | p99 ms | proxy CPU µs/req | errors |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in rows {
+        let cpu = r.proxy_cpu_us_per_req.map(|c| format!("{c:.0}")).unwrap_or_else(|| "—".into());
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
-            r.target, r.connections, r.requests_per_s, r.p50_ms, r.p90_ms, r.p99_ms, r.errors
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+            r.target, r.connections, r.requests_per_s, r.p50_ms, r.p90_ms, r.p99_ms, cpu, r.errors
         ));
     }
     s

@@ -147,12 +147,55 @@ pub fn find_attestd() -> anyhow::Result<PathBuf> {
     bail!("attestd binary not found; build it (cargo build --bins) or set ATTESTD_BIN")
 }
 
-/// Reserves `n` free loopback ports (bound then released; the window for
-/// another process to take one is tiny on a test machine).
+/// Reserves `n` free loopback ports for the processes a test starts.
+///
+/// The ports come from *below* the kernel's ephemeral range
+/// (`ip_local_port_range`), walked from a random start with a process-wide
+/// cursor, each checked by binding it on every address: the ephemeral range
+/// is where the kernel hands out ports for `bind(:0)` (the WAN links and
+/// gateways of the same test) and for the source side of every outgoing
+/// connection, so a port reserved there and released could be taken again
+/// before the node that was told to use it binds it (a CI run lost a node
+/// to exactly that). Falls back to kernel-chosen ports when the ephemeral
+/// range leaves no room below it.
 pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>().context("reserving ports")?;
-    listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()))
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.min(65_535));
+    if high <= low + 1_000 {
+        let listeners: Vec<TcpListener> =
+            (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>().context("reserving ports")?;
+        return listeners.iter().map(|l| Ok(l.local_addr()?.port())).collect();
+    }
+    let span = high - low;
+    if CURSOR.load(Ordering::Relaxed) == 0 {
+        // A different start per process: concurrent test processes walk
+        // different stretches of the range.
+        let _ = CURSOR.compare_exchange(0, rand::random::<u32>() % span + 1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    // Held until all are found, so one call never returns a port twice.
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    let mut tries = 0u32;
+    while held.len() < n {
+        tries += 1;
+        if tries > span {
+            bail!("no {n} free ports in {low}..{high}");
+        }
+        let port = (low + CURSOR.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        // 0.0.0.0 also conflicts with anything on 127.0.0.1 (and with
+        // Docker's published host ports); the loopback bind is what is kept.
+        if TcpListener::bind(("0.0.0.0", port)).is_err() {
+            continue;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
 pub fn http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
@@ -262,8 +305,9 @@ impl Cluster {
         for id in &ids {
             cluster.start(*id)?;
         }
+        let deadline = Instant::now() + ready_within;
         for id in &ids {
-            cluster.wait_healthy(*id, ready_within).await?;
+            cluster.wait_started(*id, deadline).await?;
         }
         Ok(cluster)
     }
@@ -440,6 +484,26 @@ impl Cluster {
         bail!("node {id} not healthy within {within:?}: {last}; log: {}", self.tail_log(id))
     }
 
+    /// Waits until a freshly started node answers `/health` with 200, and
+    /// fails at once (with its exit status and log) if the process exits
+    /// first, instead of waiting out the deadline.
+    async fn wait_started(&mut self, id: u64, deadline: Instant) -> anyhow::Result<Value> {
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            match self.health(id).await {
+                Ok((200, body)) => return Ok(body),
+                Ok((code, body)) => last = format!("{code} {body}"),
+                Err(e) => last = e.to_string(),
+            }
+            let exited = self.node_mut(id)?.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                bail!("node {id} exited during startup ({status}); log: {}", self.tail_log(id));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("node {id} not healthy in time: {last}; log: {}", self.tail_log(id))
+    }
+
     /// Waits until `pred` holds for the node's `/health` body (bounded).
     pub async fn wait_health_where(
         &self,
@@ -501,6 +565,12 @@ impl Cluster {
     pub fn tail_log(&self, id: u64) -> String {
         let Some(n) = self.nodes.get(&id) else { return String::new() };
         let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        // An error returned from main ends in a backtrace when RUST_BACKTRACE
+        // is set (CI); the message that matters comes before it.
+        let text = match text.rfind("Stack backtrace:") {
+            Some(at) => &text[..at],
+            None => &text[..],
+        };
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
@@ -563,6 +633,12 @@ pub struct GatewayHandle {
     pub config: PathBuf,
     pub log: PathBuf,
     child: Child,
+}
+
+impl GatewayHandle {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for GatewayHandle {

@@ -178,8 +178,11 @@ enum BenchCmd {
     /// End-to-end `POST /attest/SgxEnclave` on one node of a fresh local
     /// cluster over HTTPS keep-alive — peak (closed loop) and latency at
     /// 80 % of peak (open loop) — next to the in-process bound of the same
-    /// pipeline (verify + policy + sign) on every core, per algorithm.
-    /// Build with --release first: debug figures mean nothing.
+    /// pipeline (verify + policy + sign) on the same CPUs, per algorithm.
+    /// By default the node under test gets half the CPUs and the load
+    /// generator and other nodes the other half (taskset), and the bound
+    /// runs on the node's half. Build with --release first: debug figures
+    /// mean nothing.
     Attest {
         #[arg(long, default_value_t = 64)]
         clients: usize,
@@ -197,6 +200,10 @@ enum BenchCmd {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Run the node and the load generator on all CPUs together,
+        /// instead of the node on one half and everything else on the other.
+        #[arg(long)]
+        shared_cores: bool,
     },
     /// Gateway proxy overhead next to HAProxy (same backends, same TLS,
     /// health checks on; `wrk` as the load tool for both), then failover
@@ -226,6 +233,14 @@ enum BenchCmd {
         skip_overhead: bool,
         #[arg(long)]
         skip_failover: bool,
+        /// Overhead rounds per proxy (alternating gateway and HAProxy);
+        /// the table gives every run, then the medians.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Run proxies, wrk and nodes on all CPUs together, instead of the
+        /// proxies on one half of the CPUs and wrk and the nodes on the other.
+        #[arg(long)]
+        shared_cores: bool,
     },
     /// Time from process start to serving with N policies stored.
     Restart {
@@ -520,11 +535,15 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             dir,
             skip_overhead,
             skip_failover,
+            rounds,
+            shared_cores,
         } => {
             use attest_chaos::bench_gateway as bg;
             if !skip_overhead {
-                let rows = bg::proxy_overhead(dir.join("overhead"), connections, seconds).await?;
+                let split = if shared_cores { None } else { attest_chaos::bench_attest::CoreSplit::halves() };
+                let rows = bg::proxy_overhead(dir.join("overhead"), connections, seconds, rounds, split).await?;
                 println!("{}", bg::proxy_markdown(&rows));
+                println!("{}", bg::proxy_markdown(&bg::medians(&rows)));
             }
             if !skip_failover {
                 let intervals: Vec<Duration> = probe_intervals.iter().map(|s| Duration::from_secs(*s)).collect();
@@ -534,12 +553,13 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BenchCmd::Attest { clients, seconds, algs, vectors, dir, json } => {
+        BenchCmd::Attest { clients, seconds, algs, vectors, dir, json, shared_cores } => {
             let algs = algs
                 .iter()
                 .map(|a| attest_node::token::TokenAlg::parse(a).ok_or_else(|| anyhow::anyhow!("unknown algorithm {a}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let results = attest_chaos::bench_attest::run(vectors, dir, clients, seconds, &algs).await?;
+            let split = if shared_cores { None } else { attest_chaos::bench_attest::CoreSplit::halves() };
+            let results = attest_chaos::bench_attest::run(vectors, dir, clients, seconds, &algs, split).await?;
             println!("{}", attest_chaos::bench_attest::markdown(&results));
             if let Some(p) = json {
                 std::fs::write(&p, serde_json::to_vec_pretty(&results)?)

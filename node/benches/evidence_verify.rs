@@ -1,7 +1,8 @@
 //! Evidence verification throughput per type with collateral cached (issue 3).
 //!
 //! For SGX and TDX the same quote and collateral are also run through a bare
-//! `dcap_qvl::verify::verify`, which re-verifies all collateral per call.
+//! `dcap_qvl::verify::verify`, which re-verifies all collateral per call;
+//! SEV-SNP also through a bare `sev` crate verification.
 //! Run: `cargo bench -p attest-node --bench evidence_verify`.
 
 use std::hint::black_box;
@@ -85,6 +86,23 @@ fn benches(c: &mut Criterion) {
     g.bench_function("attestd_cached", |b| {
         b.iter(|| black_box(evidence::verify(AttestationType::SevSnpVm, &req, &store, t)).is_ok())
     });
+    // The per-request baseline: the `sev` crate (pure-Rust `crypto_nossl`)
+    // parses the report and the VCEK/ASK/ARK and verifies ARK → ASK → VCEK →
+    // report. It checks signatures only (no TCB-vs-VCEK, validity or chip-id
+    // checks, which attestd also does), so it is the cheaper of the two tasks.
+    let (report_bytes, vcek_der) = req.evidence.split_at(1184);
+    let (ark_pem, ask_pem) = (read("roots/amd_ark_milan.pem"), read("roots/amd_ask_milan.pem"));
+    let bare_sev = || -> std::io::Result<()> {
+        use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
+        use sev::parser::ByteParser;
+        let report = sev::firmware::guest::AttestationReport::from_bytes(report_bytes)?;
+        let chain = Chain { ca: ca::Chain::from_pem(&ark_pem, &ask_pem)?, vek: Certificate::from_der(vcek_der)? };
+        (&chain, &report).verify()
+    };
+    if let Err(e) = bare_sev() {
+        panic!("the bare sev baseline must verify the vector: {e}");
+    }
+    g.bench_function("sev_verify", |b| b.iter(|| black_box(bare_sev()).is_ok()));
     g.finish();
 
     // TPM: GCE vTPM quote with AK certificate chain and event log replay.

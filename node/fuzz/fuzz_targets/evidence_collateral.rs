@@ -1,10 +1,36 @@
-//! Fuzz collateral import (issue 3): any blob is classified, verified or rejected, never a panic.
+//! `cargo fuzz run evidence_collateral`: see `attest_node::fuzzing` for what it feeds and why.
 #![no_main]
 
-use attest_node::evidence::{CollateralStore, TrustAnchors};
+use attest_node::fuzzing::{Harness, Target};
 use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
 
-fuzz_target!(|data: &[u8]| {
-    let s = CollateralStore::from_blobs(TrustAnchors::builtin(), 0, vec![("fuzz", data)]);
-    let _ = s.rejected().len();
-});
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        Harness::new(
+            &[
+                (
+                    "sgx",
+                    include_bytes!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../../shared/vectors/sgx/dcap-qvl/sgx_quote_collateral.json"
+                    )),
+                ),
+                (
+                    "tdx",
+                    include_bytes!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../../shared/vectors/tdx/dcap-qvl/tdx_quote_v4_collateral.json"
+                    )),
+                ),
+            ],
+            Some(include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/vectors/roots/gce_tpm_ek_root_1.der"
+            ))),
+        )
+    })
+}
+
+fuzz_target!(|data: &[u8]| harness().run(Target::EvidenceCollateral, data));

@@ -1,42 +1,36 @@
-//! Fuzz the openenclave evidence parser and verifier (issue 3): no input may panic.
+//! `cargo fuzz run evidence_openenclave`: see `attest_node::fuzzing` for what it feeds and why.
 #![no_main]
 
-use attest_node::evidence::{self, AttestationType, EvidenceRequest};
+use attest_node::fuzzing::{Harness, Target};
 use libfuzzer_sys::fuzz_target;
-
 use std::sync::OnceLock;
 
-use attest_node::evidence::{CollateralStore, TrustAnchors, VerificationTime};
-
-/// A store with real collateral, so that inputs can reach the deep checks.
-fn store() -> &'static CollateralStore {
-    static S: OnceLock<CollateralStore> = OnceLock::new();
-    S.get_or_init(|| {
-        let blobs: Vec<(&str, &[u8])> = vec![
-            (
-                "sgx",
-                include_bytes!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../../shared/vectors/sgx/dcap-qvl/sgx_quote_collateral.json"
-                )),
-            ),
-            (
-                "tdx",
-                include_bytes!(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/../../../shared/vectors/tdx/dcap-qvl/tdx_quote_v4_collateral.json"
-                )),
-            ),
-        ];
-        CollateralStore::from_blobs(TrustAnchors::builtin(), 1, blobs)
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        Harness::new(
+            &[
+                (
+                    "sgx",
+                    include_bytes!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../../shared/vectors/sgx/dcap-qvl/sgx_quote_collateral.json"
+                    )),
+                ),
+                (
+                    "tdx",
+                    include_bytes!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../../shared/vectors/tdx/dcap-qvl/tdx_quote_v4_collateral.json"
+                    )),
+                ),
+            ],
+            Some(include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/vectors/roots/gce_tpm_ek_root_1.der"
+            ))),
+        )
     })
 }
 
-fn at() -> VerificationTime {
-    VerificationTime::from_unix(1_752_919_200) // 2025-07-19T10:00:00Z
-}
-
-fuzz_target!(|data: &[u8]| {
-    let req = EvidenceRequest::new(data.to_vec());
-    let _ = evidence::verify(AttestationType::OpenEnclave, &req, store(), at());
-});
+fuzz_target!(|data: &[u8]| harness().run(Target::EvidenceOpenEnclave, data));

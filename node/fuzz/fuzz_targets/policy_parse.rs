@@ -1,19 +1,36 @@
-//! Fuzz the policy parser: any bytes must give a policy or a typed error,
-//! never a panic or a stack overflow; a policy that parses must evaluate
-//! (to permit or a typed error) on a small claim set.
+//! `cargo fuzz run policy_parse`: see `attest_node::fuzzing` for what it feeds and why.
 #![no_main]
 
-use attest_node::policy::{Claim, CompiledPolicy};
+use attest_node::fuzzing::{Harness, Target};
 use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(policy) = CompiledPolicy::compile_bytes(data) {
-        let claims = [
-            Claim::service("x-ms-sgx-is-debuggable", false),
-            Claim::service("x-ms-sgx-svn", 1i64),
-            Claim::service("x-ms-sgx-mrsigner", "00"),
-            Claim::service("events", "{\"Events\":[]}"),
-        ];
-        let _ = policy.evaluate(&claims);
-    }
-});
+fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        Harness::new(
+            &[
+                (
+                    "sgx",
+                    include_bytes!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../../shared/vectors/sgx/dcap-qvl/sgx_quote_collateral.json"
+                    )),
+                ),
+                (
+                    "tdx",
+                    include_bytes!(concat!(
+                        env!("CARGO_MANIFEST_DIR"),
+                        "/../../../shared/vectors/tdx/dcap-qvl/tdx_quote_v4_collateral.json"
+                    )),
+                ),
+            ],
+            Some(include_bytes!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/vectors/roots/gce_tpm_ek_root_1.der"
+            ))),
+        )
+    })
+}
+
+fuzz_target!(|data: &[u8]| harness().run(Target::PolicyParse, data));

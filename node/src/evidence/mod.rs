@@ -29,6 +29,7 @@ pub mod sgx;
 pub mod snp;
 pub mod tdx;
 pub mod tpm;
+pub mod uvm;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -178,7 +178,7 @@ struct MaaSnpEvidence {
 }
 
 /// base64url, padded or not; standard alphabet tolerated as well.
-fn b64url(s: &str, what: &'static str) -> Result<Vec<u8>> {
+pub(super) fn b64url(s: &str, what: &'static str) -> Result<Vec<u8>> {
     let cleaned: String = s
         .trim()
         .trim_end_matches('=')
@@ -192,11 +192,11 @@ fn b64url(s: &str, what: &'static str) -> Result<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cleaned).map_err(|e| EvidenceError::malformed(what, e))
 }
 
-/// Report bytes, certificate chain (DER, leaf first) and whether endorsements came along.
+/// Report bytes, certificate chain (DER, leaf first) and the `Endorsements` JSON, if any.
 struct Parsed {
     report: SnpReport,
     chain: Vec<Vec<u8>>,
-    endorsements: bool,
+    endorsements: Option<Vec<u8>>,
 }
 
 fn parse_evidence(ev: &[u8]) -> Result<Parsed> {
@@ -222,13 +222,8 @@ fn parse_evidence(ev: &[u8]) -> Result<Parsed> {
             None => Vec::new(),
         };
         let endorsements = match m.endorsements {
-            Some(e) => {
-                let bytes = b64url(&e, "Endorsements")?;
-                serde_json::from_slice::<serde_json::Value>(&bytes)
-                    .map_err(|e| EvidenceError::malformed("Endorsements", e))?;
-                true
-            }
-            None => false,
+            Some(e) => Some(b64url(&e, "Endorsements")?),
+            None => None,
         };
         return Ok(Parsed { report, chain, endorsements });
     }
@@ -242,7 +237,7 @@ fn parse_evidence(ev: &[u8]) -> Result<Parsed> {
     } else {
         certs_from_bytes(rest)?
     };
-    Ok(Parsed { report, chain, endorsements: false })
+    Ok(Parsed { report, chain, endorsements: None })
 }
 
 /// Split concatenated DER SEQUENCEs (bounded count).
@@ -452,8 +447,13 @@ impl EvidenceVerifier for SnpVerifier {
             return Err(EvidenceError::DebugNotAllowed { what: "SEV-SNP VM" });
         }
         let mut c = snp_claims(r, &tcb, product, v.is_vlek);
-        if p.endorsements {
+        if let Some(json) = &p.endorsements {
+            // Verified after the report itself: the endorsement is judged
+            // against a measurement we already trust.
             c.insert("x-ms-sevsnpvm-endorsements-present".into(), true.into());
+            if let Some(uvm) = super::uvm::verify_endorsements(json, &r.measurement)? {
+                c.insert("x-ms-sevsnpvm-uvm-endorsement".into(), uvm.claim());
+            }
         }
         let runtime = match &req.runtime_data {
             Some(rd) => bind_runtime_data(rd, &r.report_data)?,
