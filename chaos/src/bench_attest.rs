@@ -293,14 +293,21 @@ impl CoreSplit {
 /// Pins every thread of `pid` to `cpus` (a `taskset` list); threads created
 /// later inherit it from their creators.
 pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-        .output()
-        .context("running taskset (util-linux)")?;
-    if !out.status.success() {
-        bail!("taskset -a -p -c {cpus} {pid}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let mut last = String::new();
+    // A thread that exits while taskset walks the list fails the call
+    // (blocking-pool threads come and go): try again.
+    for _ in 0..5 {
+        let out = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .output()
+            .context("running taskset (util-linux)")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    bail!("taskset -a -p -c {cpus} {pid}: {last}")
 }
 
 /// The whole benchmark: a fresh local cluster under `dir`, one provider
@@ -332,13 +339,22 @@ pub async fn run(
     // Tokens signed per request must not be throttled by the node-wide or
     // per-provider limits at this concurrency.
     spec.extra_toml = format!(
-        "[limits]\nmax_concurrent_requests = {}\nmax_concurrent_attest_per_provider = {}\n",
+        "[limits]\nmax_concurrent_requests = {}\nmax_concurrent_attest_per_provider = {}\nattest_workers = {}\n",
         clients * 4 + 64,
-        clients * 4 + 64
+        clients * 4 + 64,
+        // The node is moved to its CPUs after it started (and sized its
+        // worker count to the whole machine): say how many it will have.
+        split.as_ref().map(|sp| sp.node_cpus).unwrap_or(0),
     );
     eprintln!("starting a local 3 + 2 cluster under {} ...", dir.display());
     let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
-    let node = cluster.primary_ids()[0];
+    // A follower: the leader's heartbeats and replication would be charged
+    // to the HTTP figure but not to the bound.
+    let leader = match cluster.health(1).await {
+        Ok((_, body)) => body["leader"].as_u64(),
+        Err(_) => None,
+    };
+    let node = cluster.primary_ids().into_iter().find(|id| Some(*id) != leader).unwrap_or(1);
     if let Some(sp) = &split {
         for (id, n) in &cluster.nodes {
             if let Some(pid) = n.pid() {

@@ -200,6 +200,11 @@ pub struct Limits {
     /// Attestations served at once for one provider; more get 429 with
     /// `Retry-After`, so one tenant cannot take a node's whole capacity.
     pub max_concurrent_attest_per_provider: usize,
+    /// Attestations verified and signed at once (the CPU-heavy part);
+    /// further ones wait their turn in arrival order. 0 = one per CPU.
+    /// Running more at once than there are cores only time-slices them:
+    /// every request gets slower and the tail grows, for no throughput.
+    pub attest_workers: usize,
     /// Per-request timeout for control-plane writes.
     pub write_timeout_ms: u64,
     /// Timeout for a linearizable read.
@@ -213,6 +218,7 @@ impl Default for Limits {
             max_policy_bytes: 256 << 10,
             max_concurrent_requests: 512,
             max_concurrent_attest_per_provider: 256,
+            attest_workers: 0,
             write_timeout_ms: 10_000,
             read_timeout_ms: 3_000,
         }

@@ -505,6 +505,10 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         started,
         limiter: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_concurrent_requests.max(1))),
         attest_slots: Arc::new(api::limits::ProviderSlots::new(cfg.limits.max_concurrent_attest_per_provider)),
+        attest_workers: Arc::new(tokio::sync::Semaphore::new(match cfg.limits.attest_workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            n => n,
+        })),
     };
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(server::serve(listener, api_tls, api::router(state), shutdown_rx));

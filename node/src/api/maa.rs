@@ -220,10 +220,21 @@ pub async fn attest(
     let engine = app.engine.clone();
     let control = app.control.clone();
     let p = provider.clone();
-    // Signature checks and signing are CPU work: keep them off the reactor.
+    // Signature checks and signing are CPU work: keep them off the reactor,
+    // and at most one per core at a time (FIFO), so a burst queues instead
+    // of time-slicing every request in it.
+    let queued = std::time::Instant::now();
+    let worker = app
+        .attest_workers
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", e.to_string()))?;
+    metrics::histogram!("attest_attest_queue_seconds").record(queued.elapsed().as_secs_f64());
     let result = tokio::task::spawn_blocking(move || control.state.read(|s| engine.attest(s, &p, ty, &body, now)))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?;
+    drop(worker);
     drop(slot);
     let outcome = match &result {
         Ok(_) => "ok",

@@ -41,6 +41,9 @@ pub struct AppState {
     pub limiter: Arc<tokio::sync::Semaphore>,
     /// Per-provider attestation concurrency (429 beyond).
     pub attest_slots: Arc<limits::ProviderSlots>,
+    /// Attestations on the CPU at once (`limits.attest_workers`); waiters
+    /// are served first come, first served.
+    pub attest_workers: Arc<tokio::sync::Semaphore>,
     pub engine: Arc<crate::attest::Engine>,
     pub auth: Arc<crate::auth::Authenticator>,
     /// Wall clock in Unix seconds (injectable for tests).
