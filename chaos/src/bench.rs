@@ -229,3 +229,46 @@ impl Drop for Etcd {
 fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
+
+/// Which CPUs the system under test (a node, a proxy) gets, and which
+/// everything else (load generator, other processes) gets.
+#[derive(Debug, Clone)]
+pub struct CoreSplit {
+    pub node: String,
+    pub rest: String,
+    pub node_cpus: usize,
+}
+
+impl CoreSplit {
+    /// First half of the CPUs for the system under test, the rest for
+    /// everything else;
+    /// `None` on a single CPU.
+    pub fn halves() -> Option<Self> {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if n < 2 {
+            return None;
+        }
+        let half = n / 2;
+        Some(CoreSplit { node: format!("0-{}", half - 1), rest: format!("{half}-{}", n - 1), node_cpus: half })
+    }
+}
+
+/// Pins every thread of `pid` to `cpus` (a `taskset` list); threads created
+/// later inherit it from their creators.
+pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let mut last = String::new();
+    // A thread that exits while taskset walks the list fails the call
+    // (blocking-pool threads come and go): try again.
+    for _ in 0..5 {
+        let out = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .output()
+            .context("running taskset (util-linux)")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("taskset -a -p -c {cpus} {pid}: {last}")
+}

@@ -38,7 +38,7 @@ use attest_raft::state::{CollateralRecord, ControlState};
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::bench::{run_load, LoadSpec, Op};
+use crate::bench::{pin, run_load, CoreSplit, LoadSpec, Op};
 use crate::cluster::{Cluster, ClusterSpec};
 
 /// When the recorded SGX vectors verify (their collateral is Intel's
@@ -267,47 +267,6 @@ pub async fn open_loop(op: Op, rate: f64, duration: Duration, max_in_flight: usi
         p99_ms: pct(0.99),
         max_ms: lat.last().copied().unwrap_or(f64::NAN),
     }
-}
-
-/// Which CPUs the node under test gets, and which everything else gets.
-#[derive(Debug, Clone)]
-pub struct CoreSplit {
-    pub node: String,
-    pub rest: String,
-    pub node_cpus: usize,
-}
-
-impl CoreSplit {
-    /// First half of the CPUs for the node, the rest for everything else;
-    /// `None` on a single CPU.
-    pub fn halves() -> Option<Self> {
-        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        if n < 2 {
-            return None;
-        }
-        let half = n / 2;
-        Some(CoreSplit { node: format!("0-{}", half - 1), rest: format!("{half}-{}", n - 1), node_cpus: half })
-    }
-}
-
-/// Pins every thread of `pid` to `cpus` (a `taskset` list); threads created
-/// later inherit it from their creators.
-pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
-    let mut last = String::new();
-    // A thread that exits while taskset walks the list fails the call
-    // (blocking-pool threads come and go): try again.
-    for _ in 0..5 {
-        let out = std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-            .output()
-            .context("running taskset (util-linux)")?;
-        if out.status.success() {
-            return Ok(());
-        }
-        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    bail!("taskset -a -p -c {cpus} {pid}: {last}")
 }
 
 /// The whole benchmark: a fresh local cluster under `dir`, one provider

@@ -229,7 +229,7 @@ pub async fn proxy_overhead(
     connections: usize,
     seconds: u64,
     rounds: usize,
-    split: Option<crate::bench_attest::CoreSplit>,
+    split: Option<crate::bench::CoreSplit>,
 ) -> anyhow::Result<Vec<ProxyResult>> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -251,13 +251,13 @@ pub async fn proxy_overhead(
     if let Some(sp) = &split {
         for n in cluster.nodes.values() {
             if let Some(pid) = n.pid() {
-                crate::bench_attest::pin(pid, &sp.rest)?;
+                crate::bench::pin(pid, &sp.rest)?;
             }
         }
         for g in &gateways {
-            crate::bench_attest::pin(g.pid(), &sp.node)?;
+            crate::bench::pin(g.pid(), &sp.node)?;
         }
-        crate::bench_attest::pin(ha.child.id(), &sp.node)?;
+        crate::bench::pin(ha.child.id(), &sp.node)?;
         eprintln!("cores split: proxies on CPUs {}, wrk and the nodes on {}", sp.node, sp.rest);
     }
     let direct = ("direct to one node", format!("https://{}/certs", backends[0]), None);

@@ -307,7 +307,7 @@ impl Cluster {
         }
         let deadline = Instant::now() + ready_within;
         for id in &ids {
-            cluster.wait_started(*id, deadline).await?;
+            cluster.wait_healthy(*id, deadline.saturating_duration_since(Instant::now())).await?;
         }
         Ok(cluster)
     }
@@ -470,6 +470,8 @@ impl Cluster {
     }
 
     /// Waits until `/health` answers 200 (bounded).
+    /// Fails at once (with the node's log) if its process has exited,
+    /// instead of waiting out the deadline.
     pub async fn wait_healthy(&self, id: u64, within: Duration) -> anyhow::Result<Value> {
         let deadline = Instant::now() + within;
         let mut last = String::from("no answer");
@@ -479,29 +481,22 @@ impl Cluster {
                 Ok((code, body)) => last = format!("{code} {body}"),
                 Err(e) => last = e.to_string(),
             }
+            if self.exited(id) {
+                bail!("node {id} exited; log: {}", self.tail_log(id));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("node {id} not healthy within {within:?}: {last}; log: {}", self.tail_log(id))
     }
 
-    /// Waits until a freshly started node answers `/health` with 200, and
-    /// fails at once (with its exit status and log) if the process exits
-    /// first, instead of waiting out the deadline.
-    async fn wait_started(&mut self, id: u64, deadline: Instant) -> anyhow::Result<Value> {
-        let mut last = String::from("no answer");
-        while Instant::now() < deadline {
-            match self.health(id).await {
-                Ok((200, body)) => return Ok(body),
-                Ok((code, body)) => last = format!("{code} {body}"),
-                Err(e) => last = e.to_string(),
-            }
-            let exited = self.node_mut(id)?.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                bail!("node {id} exited during startup ({status}); log: {}", self.tail_log(id));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    /// True if the node's process was started and has since exited (an
+    /// unreaped child is a zombie: state `Z` in `/proc/<pid>/stat`).
+    fn exited(&self, id: u64) -> bool {
+        let Some(pid) = self.nodes.get(&id).and_then(NodeHandle::pid) else { return false };
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z"),
+            Err(_) => true,
         }
-        bail!("node {id} not healthy in time: {last}; log: {}", self.tail_log(id))
     }
 
     /// Waits until `pred` holds for the node's `/health` body (bounded).

@@ -540,7 +540,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
         } => {
             use attest_chaos::bench_gateway as bg;
             if !skip_overhead {
-                let split = if shared_cores { None } else { attest_chaos::bench_attest::CoreSplit::halves() };
+                let split = if shared_cores { None } else { attest_chaos::bench::CoreSplit::halves() };
                 let rows = bg::proxy_overhead(dir.join("overhead"), connections, seconds, rounds, split).await?;
                 println!("{}", bg::proxy_markdown(&rows));
                 println!("{}", bg::proxy_markdown(&bg::medians(&rows)));
@@ -558,7 +558,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                 .iter()
                 .map(|a| attest_node::token::TokenAlg::parse(a).ok_or_else(|| anyhow::anyhow!("unknown algorithm {a}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let split = if shared_cores { None } else { attest_chaos::bench_attest::CoreSplit::halves() };
+            let split = if shared_cores { None } else { attest_chaos::bench::CoreSplit::halves() };
             let results = attest_chaos::bench_attest::run(vectors, dir, clients, seconds, &algs, split).await?;
             println!("{}", attest_chaos::bench_attest::markdown(&results));
             if let Some(p) = json {

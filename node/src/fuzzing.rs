@@ -77,6 +77,28 @@ impl Harness {
         Harness { store, at: VerificationTime::from_unix(1_752_919_200) }
     }
 
+    /// The harness every target and the replay test use: the SGX and TDX
+    /// collateral of the dcap-qvl vectors and the GCE vTPM root, read from
+    /// `vectors` (the shared vectors folder). Panics if they are missing —
+    /// a harness without them would fuzz only the first checks.
+    pub fn from_vectors(vectors: &std::path::Path) -> Self {
+        let read = |rel: &str| {
+            let p = vectors.join(rel);
+            std::fs::read(&p).unwrap_or_else(|e| panic!("fuzz harness: {}: {e}", p.display()))
+        };
+        let sgx = read("sgx/dcap-qvl/sgx_quote_collateral.json");
+        let tdx = read("tdx/dcap-qvl/tdx_quote_v4_collateral.json");
+        let tpm_root = read("roots/gce_tpm_ek_root_1.der");
+        Harness::new(&[("sgx", &sgx), ("tdx", &tdx)], Some(&tpm_root))
+    }
+
+    /// One process-wide [`Harness::from_vectors`], built on first use (a
+    /// fuzz target calls this for every input).
+    pub fn shared(vectors: &str) -> &'static Harness {
+        static H: std::sync::OnceLock<Harness> = std::sync::OnceLock::new();
+        H.get_or_init(|| Harness::from_vectors(std::path::Path::new(vectors)))
+    }
+
     /// Runs `target` on `data`. A panic here is the bug a fuzzer looks for.
     pub fn run(&self, target: Target, data: &[u8]) {
         match target {

@@ -18,10 +18,7 @@ fn read(rel: &str) -> Vec<u8> {
 
 #[test]
 fn every_fuzz_corpus_replays_without_a_panic() {
-    let sgx = read("sgx/dcap-qvl/sgx_quote_collateral.json");
-    let tdx = read("tdx/dcap-qvl/tdx_quote_v4_collateral.json");
-    let tpm_root = read("roots/gce_tpm_ek_root_1.der");
-    let harness = Harness::new(&[("sgx", &sgx), ("tdx", &tdx)], Some(&tpm_root));
+    let harness = Harness::from_vectors(std::path::Path::new(VECTORS));
     let mut failures = Vec::new();
     for target in Target::ALL {
         let dir = PathBuf::from(CORPUS).join(target.name());
