@@ -74,8 +74,8 @@ pub struct OpenLoopResult {
     pub ok: u64,
     /// Requests that were sent and failed (error answer or timeout).
     pub errors: u64,
-    /// Requests never sent: due while the in-flight cap was full, i.e. the
-    /// server had fallen that far behind the schedule.
+    /// Requests never sent: due while the client's queue was full, i.e.
+    /// the server had fallen that far behind the schedule.
     pub dropped: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -212,33 +212,43 @@ fn attest_op(http: reqwest::Client, url: String, body: Arc<Vec<u8>>) -> Op {
 }
 
 /// Requests scheduled at `rate`/s for `duration`; latency from the
-/// scheduled start.
-pub async fn open_loop(op: Op, rate: f64, duration: Duration, max_in_flight: usize) -> OpenLoopResult {
+/// scheduled start, so time spent waiting at the client counts too (no
+/// coordinated omission). At most `connections` requests are on the wire
+/// at once, like a client with a fixed connection pool: a burst beyond it
+/// waits in the client's queue instead of opening new TLS connections,
+/// whose handshakes would add load exactly when the server is behind.
+/// More than `max_queued` requests waiting means the server has fallen far
+/// behind: further ones are dropped (counted) rather than queued without bound.
+pub async fn open_loop(op: Op, rate: f64, duration: Duration, connections: usize, max_queued: usize) -> OpenLoopResult {
     let rate = rate.max(1.0);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
     let total = (duration.as_secs_f64() * rate) as u64;
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
+    let on_wire = Arc::new(tokio::sync::Semaphore::new(connections.max(1)));
+    let admitted = Arc::new(tokio::sync::Semaphore::new(max_queued.max(connections).max(1)));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<f64, ()>>();
     let mut sent = 0u64;
     let mut dropped = 0u64;
     for n in 0..total {
         let due = start + interval.mul_f64(n as f64);
         tokio::time::sleep_until(due).await;
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            // Over the in-flight cap: the server has fallen far behind;
-            // counted as dropped rather than queued without bound.
+        let Ok(admission) = admitted.clone().try_acquire_owned() else {
             dropped += 1;
             continue;
         };
         sent += 1;
         let op = op.clone();
         let tx = tx.clone();
+        let on_wire = on_wire.clone();
         tokio::spawn(async move {
-            let r = tokio::time::timeout(Duration::from_secs(30), op(n, 0)).await;
+            let r = tokio::time::timeout(Duration::from_secs(30), async {
+                let _conn = on_wire.acquire_owned().await.map_err(anyhow::Error::from)?;
+                op(n, 0).await
+            })
+            .await;
             let lat = due.elapsed().as_secs_f64() * 1000.0;
             let _ = tx.send(if matches!(r, Ok(Ok(()))) { Ok(lat) } else { Err(()) });
-            drop(permit);
+            drop(admission);
         });
     }
     drop(tx);
@@ -361,7 +371,7 @@ pub async fn run(
         let closed = run_load(&format!("attestd SgxEnclave {alg}"), &spec, op.clone()).await;
         let rate = closed.ops_per_s * 0.8;
         eprintln!("{alg}: open loop at {rate:.0}/s (80 % of peak) for {seconds} s ...");
-        let open = open_loop(op, rate, duration, clients * 8).await;
+        let open = open_loop(op, rate, duration, clients, clients * 16).await;
         out.push(AttestBenchResult {
             alg: alg.to_string(),
             bound_ops_per_s: bound,

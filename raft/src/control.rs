@@ -52,6 +52,10 @@ pub struct Timing {
     pub max_in_snapshot_log_to_keep: u64,
     /// Deadline of one snapshot transfer (install) RPC.
     pub install_snapshot_timeout_ms: u64,
+    /// A leader outside the primary region hands leadership back once a
+    /// quorum of primary voters has been reachable and caught up for this
+    /// long (see `placement`); 0 = never on its own (`admin rebalance`).
+    pub leader_return_ms: u64,
     /// TEST ONLY, breaks RPO = 0 on purpose: acknowledge `sync`-mode writes
     /// once committed, without waiting for a secondary-region node. It
     /// exists so the chaos harness can show that its RPO check catches a
@@ -73,6 +77,7 @@ impl Default for Timing {
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout_ms: 10_000,
+            leader_return_ms: 3_000,
             unsafe_ack_before_secondary: false,
         }
     }
@@ -126,6 +131,9 @@ pub enum WriteError {
     /// This node was superseded by a forced promotion (see `epoch`).
     #[error("{reason}")]
     Fenced { reason: String },
+    /// This node's Raft core stopped (storage error, e.g. a full disk).
+    #[error("{reason}")]
+    NodeFailed { reason: String },
 }
 
 impl WriteError {
@@ -138,6 +146,7 @@ impl WriteError {
             WriteError::Rejected(_) => "InvalidOperation",
             WriteError::Internal(_) => "InternalError",
             WriteError::Fenced { .. } => "NodeFenced",
+            WriteError::NodeFailed { .. } => "NodeStorageFailed",
         }
     }
 
@@ -149,6 +158,7 @@ impl WriteError {
             "InvalidOperation" => WriteError::Rejected(message),
             "ReplicationPending" => WriteError::ReplicationPending { index: message.parse().unwrap_or_default() },
             "NodeFenced" => WriteError::Fenced { reason: message },
+            "NodeStorageFailed" => WriteError::NodeFailed { reason: message },
             _ => WriteError::Internal(message),
         }
     }
@@ -193,6 +203,10 @@ pub struct ControlStatus {
     pub epoch: u64,
     /// Set when a newer epoch superseded this node (see `epoch`).
     pub fenced: Option<crate::epoch::FenceRecord>,
+    /// Set when this node's Raft core stopped on a storage error or a
+    /// panic: the node follows the cluster no more until it is restarted.
+    #[serde(default)]
+    pub raft_failure: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -261,6 +275,8 @@ pub struct ControlPlane {
     pub leader_contact: LeaderContact,
     /// Read-only view of the local log (operators, recovery reports).
     pub log: crate::log_store::LogStore,
+    /// Leadership handoff to the primary region (see `placement`).
+    pub handoff: Arc<crate::placement::Handoff>,
 }
 
 /// One local log entry as operators see it.
@@ -344,7 +360,10 @@ impl ControlPlane {
                     Err(ForwardFailure::Remote(e)) => return Err(unknown_if_delivered(e, maybe_delivered)),
                     Err(ForwardFailure::Transport { delivered }) => maybe_delivered |= delivered,
                 }
-            } else if !fresh && (self.leader_contact.ever() || self.leader_contact.age() >= readonly_after) {
+            } else if !fresh
+                && !self.handoff.noticed()
+                && (self.leader_contact.ever() || self.leader_contact.age() >= readonly_after)
+            {
                 // No usable leader, and this is not a fresh process still
                 // looking for one: answer now instead of waiting for a
                 // leader that cannot exist on this side.
@@ -378,6 +397,9 @@ impl ControlPlane {
         if let Some(f) = self.epoch.fence() {
             return Some(WriteError::Fenced { reason: crate::recovery::fence_reason(&f) });
         }
+        if let Some(reason) = self.raft_failure() {
+            return Some(WriteError::NodeFailed { reason });
+        }
         if self.frozen.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
             return Some(WriteError::ReadOnly {
                 reason: "a forced promotion is in progress on this node".into(),
@@ -396,6 +418,11 @@ impl ControlPlane {
         if m.state != ServerState::Leader {
             return Err(WriteError::NotLeader { leader: m.current_leader });
         }
+        // A leader handing over leadership takes no new write: the caller
+        // waits for (or is forwarded to) the next leader.
+        let Some(_inflight) = self.handoff.begin_write() else {
+            return Err(WriteError::NotLeader { leader: None });
+        };
         let readonly_after = self.timing.readonly_after();
         if let Some(ms) = m.millis_since_quorum_ack {
             if Duration::from_millis(ms) > readonly_after {
@@ -637,6 +664,21 @@ impl ControlPlane {
             .collect())
     }
 
+    /// Why this node's Raft core is no longer running, when it stopped on
+    /// its own (a storage error or a panic; not a fence or a promotion,
+    /// which stop it on purpose and say so themselves).
+    pub fn raft_failure(&self) -> Option<String> {
+        match &self.raft().metrics().borrow().running_state {
+            Err(openraft::error::Fatal::StorageError(e)) => Some(format!(
+                "this node's control-plane storage failed ({e}); it no longer follows the cluster: free the disk or fix the storage, then restart the node"
+            )),
+            Err(openraft::error::Fatal::Panicked) => {
+                Some("this node's Raft core panicked; it no longer follows the cluster: restart the node".into())
+            }
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> ControlStatus {
         let m = self.metrics();
         let (mode, reason, topo) =
@@ -680,7 +722,13 @@ impl ControlPlane {
             applied_index: self.state.applied_index(),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
-            control_plane: if writable { "writable".into() } else { "read-only".into() },
+            control_plane: if self.raft_failure().is_some() {
+                "failed".into()
+            } else if writable {
+                "writable".into()
+            } else {
+                "read-only".into()
+            },
             replication_mode: mode,
             replication_reason: reason,
             primary_region: topo.as_ref().map(|t| t.primary.clone()),
@@ -696,6 +744,7 @@ impl ControlPlane {
             members,
             epoch: self.epoch.epoch(),
             fenced: self.epoch.fence(),
+            raft_failure: self.raft_failure(),
         }
     }
 }

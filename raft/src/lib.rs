@@ -21,6 +21,7 @@ pub mod db;
 pub mod epoch;
 pub mod log_store;
 pub mod network;
+pub mod placement;
 pub mod recovery;
 pub mod replication;
 pub mod service;
@@ -135,7 +136,9 @@ impl RaftNode {
             cfg.dial_overrides.clone(),
         );
         let contacts = Arc::new(PeerContacts::default());
+        let handoff = Arc::new(placement::Handoff::default());
         let network = NetworkFactory {
+            handoff: handoff.clone(),
             channels: channels.clone(),
             contacts: contacts.clone(),
             backoff: Duration::from_millis(t.heartbeat_ms.clamp(20, 500)),
@@ -172,6 +175,7 @@ impl RaftNode {
             timing: cfg.timing.clone(),
             leader_contact: Default::default(),
             log: log_view,
+            handoff,
         });
 
         if control.epoch.is_fenced() {
@@ -228,6 +232,9 @@ impl RaftNode {
         };
         tokio::spawn(recovery::fence_watcher(control.clone(), shutdown_rx.clone()));
         tokio::spawn(recovery::divergence_reporter(control.clone(), shutdown_rx.clone()));
+        tokio::spawn(
+            placement::Placement { control: control.clone(), contacts: contacts.clone() }.run(shutdown_rx.clone()),
+        );
         tokio::spawn(controller.run(shutdown_rx));
 
         Ok(Self { control, contacts, bound, shutdown_tx, server })

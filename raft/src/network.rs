@@ -105,6 +105,8 @@ pub struct NetworkFactory {
     pub backoff: Duration,
     /// Stamped on every RPC; a refusal naming a newer epoch fences us.
     pub epoch: Arc<EpochState>,
+    /// While a handoff pauses replication (see `placement`).
+    pub handoff: Arc<crate::placement::Handoff>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -118,6 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             contacts: self.contacts.clone(),
             backoff: self.backoff,
             epoch: self.epoch.clone(),
+            handoff: self.handoff.clone(),
         }
     }
 }
@@ -129,6 +132,7 @@ pub struct PeerClient {
     contacts: Arc<PeerContacts>,
     backoff: Duration,
     epoch: Arc<EpochState>,
+    handoff: Arc<crate::placement::Handoff>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -145,6 +149,13 @@ impl PeerClient {
         if self.epoch.is_fenced() {
             return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
                 "this node is fenced by a newer configuration epoch",
+            ))));
+        }
+        // A leader handing off leadership goes silent, as if partitioned,
+        // so that the followers' leases on it run out (see `placement`).
+        if rpc != "vote" && self.handoff.paused() {
+            return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "replication paused for a leadership handoff",
             ))));
         }
         let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -272,6 +272,23 @@ pub async fn handle_rpc(control: &Arc<ControlPlane>, phase: &str, payload: &[u8]
             let actor = v["actor"].as_str().unwrap_or("operator").to_string();
             encode(&control.rebalance(&primary, &actor).await?)
         }
+        // Leadership handoff to the primary region (see `placement`).
+        "handoff-notice" => {
+            let v: Value = decode(payload)?;
+            control.handoff.notice(v["forMs"].as_u64().unwrap_or(0));
+            encode(&json!({"ok": true}))
+        }
+        "campaign" => {
+            let m = control.raft().metrics().borrow().clone();
+            if !m.membership_config.membership().voter_ids().any(|id| id == control.id) {
+                return Err(RecoveryError::Refused("this node is not a voter".into()));
+            }
+            if control.refusal().is_some() {
+                return Err(RecoveryError::Refused("this node refuses to lead (fenced or promoting)".into()));
+            }
+            control.raft().trigger().elect().await.map_err(RecoveryError::failed)?;
+            encode(&json!({"ok": true}))
+        }
         other => Err(RecoveryError::Refused(format!("unknown recovery phase '{other}'"))),
     }
 }
@@ -284,7 +301,7 @@ impl ControlPlane {
         self.log.last_log_id().ok().flatten().is_some()
     }
 
-    async fn recovery_rpc(
+    pub(crate) async fn recovery_rpc(
         &self,
         addr: &str,
         phase: &str,

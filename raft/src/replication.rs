@@ -39,7 +39,7 @@ impl ModeController {
             let m = self.control.raft().metrics().borrow().clone();
             metrics::gauge!("attest_raft_term").set(m.current_term as f64);
             metrics::gauge!("attest_raft_is_leader").set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
-            if m.state != ServerState::Leader || self.control.epoch.is_fenced() {
+            if m.state != ServerState::Leader || self.control.epoch.is_fenced() || self.control.handoff.draining() {
                 leading_since = None;
                 continue;
             }

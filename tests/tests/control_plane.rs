@@ -119,6 +119,74 @@ async fn primary_loss_makes_secondary_read_only_then_writes_resume() {
     assert_present(&c, &c.ids(), &acked).await;
 }
 
+/// Brief §4: in normal operation the leader is in the primary region. A
+/// secondary node is made leader deterministically — the only primary node
+/// up has a stale log, so only a secondary node can win — then the rest of
+/// the primary returns: leadership must come back by itself (`placement`),
+/// and every write acknowledged on the way is everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secondary_leader_hands_leadership_back_to_the_primary() {
+    let (mut c, _dir) = launch("placement", |_| {}).await.expect("cluster starts");
+    let secondary = c.secondary_ids();
+    // primary[0] is a follower: it goes stale without costing an election.
+    let first_leader = leader(&c, &c.primary_ids(), CONVERGE).await.expect("a leader in the primary");
+    let mut primary = c.primary_ids();
+    primary.sort_by_key(|id| *id == first_leader);
+    let mut acked = BTreeSet::new();
+    c.kill(primary[0]).expect("kill a primary node");
+    for i in 0..5 {
+        let r = create_provider(&c, primary[1], &format!("stale{i}"), &format!("s{i}")).await.expect("sent");
+        assert!(r.ok(), "{} {}", r.status, r.body);
+        acked.insert(format!("stale{i}"));
+    }
+    let mut live = vec![primary[1], primary[2]];
+    live.extend(&secondary);
+    c.wait_converged(&live, 0, CONVERGE).await.expect("the four live nodes converge");
+    c.kill(primary[1]).expect("kill");
+    c.kill(primary[2]).expect("kill");
+    c.start(primary[0]).expect("restart the stale primary node");
+    let mut among = vec![primary[0]];
+    among.extend(&secondary);
+    let first = leader(&c, &among, Duration::from_secs(120)).await.expect("a leader with the stale node's vote");
+    assert!(secondary.contains(&first), "only a secondary node can win here, node {first} leads");
+    let r = create_provider(&c, primary[0], "underSecondary", "u0").await.expect("sent");
+    assert!(r.ok(), "write under a secondary leader: {} {}", r.status, r.body);
+    acked.insert("underSecondary".into());
+
+    c.start(primary[1]).expect("restart");
+    c.start(primary[2]).expect("restart");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut seen = Value::Null;
+    let back = loop {
+        if let Ok(s) = status(&c, primary[1]).await {
+            if s["leader_region"].as_str() == Some(c.spec.primary_region.as_str()) {
+                break s["leader"].as_u64();
+            }
+            seen = s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leadership never came back to the primary; last status {seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("leadership back in the primary region at node {back:?} (was node {first})");
+    for (i, id) in c.ids().into_iter().enumerate() {
+        let name = format!("after{i}");
+        let r = create_provider(&c, id, &name, &name).await.expect("sent");
+        assert!(r.ok(), "write via node {id} after the handoff: {} {}", r.status, r.body);
+        acked.insert(name);
+    }
+    c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged after the handoff");
+    assert_present(&c, &c.ids(), &acked).await;
+    let s = status(&c, primary[0]).await.expect("status");
+    assert_eq!(
+        s["leader_region"].as_str(),
+        Some(c.spec.primary_region.as_str()),
+        "the leader stays in the primary: {s}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_loop_loses_nothing_and_applies_nothing_twice() {
     let (mut c, _dir) = launch("leader-kill", |_| {}).await.expect("cluster starts");

@@ -548,6 +548,15 @@ async fn a_short_drill_passes_against_the_containers() {
     .expect("the drill finishes within 7 minutes")
     .expect("attest-chaos runs");
 
+    // The report outlives the scratch directory when asked to (post-mortems,
+    // the samples in docs/drills/docker/).
+    if let Some(keep) = std::env::var_os("ATTEST_DRILL_REPORTS") {
+        let to = PathBuf::from(keep).join("docker-primary-outage");
+        let _ = std::fs::create_dir_all(&to);
+        for f in ["report.md", "report.json", "timeline.svg", "history.jsonl"] {
+            let _ = std::fs::copy(out.join(f), to.join(f));
+        }
+    }
     let report = attest_chaos::drill::load_report(&out).expect("the drill wrote report.json");
     let failed: Vec<String> = report.failed_checks().iter().map(|c| format!("{}: {}", c.id, c.summary)).collect();
     assert!(

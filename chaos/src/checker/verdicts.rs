@@ -318,6 +318,14 @@ pub fn evaluate(ev: &Evidence<'_>, opts: &CheckOptionsSet) -> (Vec<Check>, Measu
             ));
         }
     }
+    if let (Some((node, region)), Some(h)) = (&m.leader_at_end, &p.header) {
+        if *region != h.primary_region {
+            problems.push(format!(
+                "the run ended with the leader outside the primary region ({node} in {region}); brief §4 wants it in {}",
+                h.primary_region
+            ));
+        }
+    }
     if let Some(want) = &opts.final_mode {
         let last = last_leader_mode(&p.status);
         if last.as_deref() != Some(want.as_str()) {

@@ -414,6 +414,20 @@ impl Deployment {
         .await
     }
 
+    /// Waits until a writable leader is a node of `region` (brief §4: in
+    /// normal operation the leader is in the primary; a secondary leader
+    /// hands leadership back by itself, see `attest_raft::placement`).
+    pub async fn wait_leader_in(&self, region: &str, within: Duration) -> anyhow::Result<()> {
+        self.wait_health(&format!("a writable leader in {region}"), within, |all| {
+            all.iter().any(|(_, h)| {
+                h.as_ref().is_some_and(|(_, b)| {
+                    b["raft_role"] == "Leader" && b["control_plane"] == "writable" && b["region"] == region
+                })
+            })
+        })
+        .await
+    }
+
     pub async fn wait_all_healthy(&self, within: Duration) -> anyhow::Result<()> {
         self.wait_health("every node healthy", within, |all| {
             all.iter().all(|(_, h)| h.as_ref().is_some_and(|(c, _)| *c == 200))

@@ -228,6 +228,9 @@ fn drill_providers(run_tag: &str) -> Vec<String> {
     (0..3).map(|i| format!("drill{}{i}", &run_tag[..run_tag.len().min(6)])).collect()
 }
 
+/// Bound on the leader's return to the primary region after a scenario.
+const LEADER_HOME_WITHIN: Duration = Duration::from_secs(60);
+
 /// Runs `scenario` against `dep` and writes its report under `opts.out_dir`.
 pub async fn run(scenario: Scenario, mut dep: Deployment, opts: &DrillOptions) -> anyhow::Result<DrillOutcome> {
     let vectors = Arc::new(VectorSet::azure_sdk_oe(&opts.vectors)?);
@@ -270,6 +273,16 @@ pub async fn run(scenario: Scenario, mut dep: Deployment, opts: &DrillOptions) -
         let r = scenarios::play(scenario, &mut ctx, &mut check_opts).await;
         if let Err(e) = &r {
             history.mark(&format!("scenario aborted: {e:#}"));
+        }
+        if r.is_ok() && !ctx.dep.nodes.is_empty() {
+            // Every scenario ends in the normal topology, where the leader
+            // belongs in the primary (the recovery check judges the last
+            // leader the monitor saw).
+            let primary = ctx.dep.primary_region.clone();
+            ctx.step(&format!("waiting for the leader to be in {primary}"));
+            if let Err(e) = ctx.dep.wait_leader_in(&primary, LEADER_HOME_WITHIN).await {
+                history.mark(&format!("leader not back in the primary region: {e:#}"));
+            }
         }
         ctx.step("cool-down");
         ctx.hold(pace.cooldown).await;

@@ -62,6 +62,12 @@ impl From<WriteError> for ApiError {
             WriteError::Rejected(m) => ApiError::new(StatusCode::BAD_REQUEST, "InvalidOperation", m.clone()),
             WriteError::Internal(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
             WriteError::Fenced { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NodeFenced", e.to_string()),
+            WriteError::NodeFailed { .. } => {
+                // Refused before anything was proposed.
+                let mut a = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "NodeStorageFailed", e.to_string());
+                a.outcome = Some(Outcome::NotApplied);
+                a
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `GET /health`: 200 when this node can serve the data plane (state
-//! applied, not draining), 503 otherwise; the JSON body carries the control
+//! applied, not draining, not fenced, its Raft core running), 503 otherwise; the JSON body carries the control
 //! plane's view for operators and the gateway.
 
 use std::sync::atomic::Ordering;
@@ -22,6 +22,12 @@ pub async fn health(State(app): State<AppState>) -> Response {
     let mut reasons = Vec::new();
     let fence = s.fenced.as_ref().map(attest_raft::recovery::fence_reason);
     if let Some(f) = &fence {
+        reasons.push(f.as_str());
+    }
+    // A node whose Raft core died cannot follow the cluster: its state
+    // would age without bound (a removed signer or policy would stay in
+    // force here), so it leaves rotation until restarted.
+    if let Some(f) = &s.raft_failure {
         reasons.push(f.as_str());
     }
     if draining {
@@ -53,6 +59,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "epoch": s.epoch,
         "fenced": fence.is_some(),
         "fence": s.fenced,
+        "raft_failure": s.raft_failure,
         "uptime_s": app.started.elapsed().as_secs(),
     });
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -20,6 +20,7 @@ pub fn refresh_gauges(app: &AppState) {
         metrics::gauge!("attest_raft_role", "role" => role).set(if s.raft_role == role { 1.0 } else { 0.0 });
     }
     metrics::gauge!("attest_raft_leader_contact_ms").set(s.leader_contact_ms.unwrap_or(u64::MAX) as f64);
+    metrics::gauge!("attest_raft_failed").set(if s.raft_failure.is_some() { 1.0 } else { 0.0 });
     metrics::gauge!("attest_control_plane_writable").set(if s.control_plane == "writable" { 1.0 } else { 0.0 });
     for mode in ["sync", "async", "sync-recover"] {
         metrics::gauge!("attest_replication_mode", "mode" => mode).set(if s.replication_mode.as_str() == mode {
