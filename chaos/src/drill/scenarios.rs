@@ -293,7 +293,18 @@ async fn disk_full(ctx: &mut DrillCtx<'_>) -> anyhow::Result<()> {
         ctx.pace.hold + DISRUPTION_BUDGET,
     );
     ctx.step(&format!("holding: disk of {node} full"));
-    ctx.hold(ctx.pace.hold).await;
+    let held = tokio::time::Instant::now();
+    // The full node must say so and leave rotation (docs/operations.md:
+    // a node whose storage failed answers /health 503, control plane
+    // `failed`), not keep serving from a state it can no longer update.
+    ctx.dep
+        .wait_health(&format!("{node} reports its storage failure (503, control plane failed)"), ctx.pace.hold, |all| {
+            all.iter().any(|(n, h)| {
+                n.name == node && h.as_ref().is_some_and(|(c, b)| *c == 503 && b["control_plane"] == "failed")
+            })
+        })
+        .await?;
+    ctx.hold(ctx.pace.hold.saturating_sub(held.elapsed())).await;
     ctx.fault(Fault::FreeDisk { node: node.clone() }).await?;
     // A node whose log append failed may have shut its Raft down: restart it.
     ctx.fault(Fault::Stop { node: node.clone() }).await?;
