@@ -520,7 +520,11 @@ impl ControlPlane {
             tonic::Request::new(attest_proto::ForwardRequest { command, deadline_ms: remaining.as_millis() as u64 });
         request.set_timeout(rpc_timeout);
         metrics::counter!("attest_control_forwarded_writes_total").increment(1);
-        match client.forward(request).await {
+        // tonic's channel enforces the grpc-timeout header on the client
+        // too; the outer bound only guards against a transport that does not.
+        let call = tokio::time::timeout(rpc_timeout + Duration::from_millis(100), client.forward(request));
+        let result = call.await.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("forward timed out")));
+        match result {
             Ok(r) => {
                 let r = r.into_inner();
                 if r.error_code.is_empty() {
@@ -563,9 +567,10 @@ impl ControlPlane {
                 deadline_ms: remaining.as_millis() as u64,
             });
             request.set_timeout(remaining.max(Duration::from_millis(10)));
-            let r = client
-                .read_index(request)
+            let bound = remaining.max(Duration::from_millis(10)) + Duration::from_millis(100);
+            let r = tokio::time::timeout(bound, client.read_index(request))
                 .await
+                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("read-index timed out")))
                 .map_err(|e| WriteError::ReadOnly {
                     reason: format!("leader unreachable: {}", e.message()),
                     outcome: Outcome::NotApplied,
