@@ -133,6 +133,23 @@ pub async fn status(c: &Cluster, id: u64) -> anyhow::Result<Value> {
     Ok(c.get_json(id, "/admin/status").await?.1)
 }
 
+/// Creates provider `name` through node `id`, retrying every refusal (a
+/// 503 while a leader is elected or hands over) with the same request id —
+/// applied at most once — until it is acknowledged; panics after `within`.
+pub async fn create_until_ok(c: &Cluster, id: u64, name: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match create_provider(c, id, name, &format!("rid-{name}")).await {
+            Ok(r) if r.ok() => return r.body,
+            Ok(r) => last = format!("{} {}", r.status, r.body),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("write {name} via node {id} never acknowledged: {last}");
+}
+
 /// The id of the current leader as seen by any reachable node.
 pub async fn leader(c: &Cluster, among: &[u64], within: Duration) -> anyhow::Result<u64> {
     let deadline = Instant::now() + within;

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use attest_tests::{create_provider, launch, leader, set_policy, status};
+use attest_tests::{create_provider, create_until_ok, launch, leader, set_policy, status};
 use rand::Rng;
 use serde_json::Value;
 
@@ -149,8 +149,8 @@ async fn a_secondary_leader_hands_leadership_back_to_the_primary() {
     among.extend(&secondary);
     let first = leader(&c, &among, Duration::from_secs(120)).await.expect("a leader with the stale node's vote");
     assert!(secondary.contains(&first), "only a secondary node can win here, node {first} leads");
-    let r = create_provider(&c, primary[0], "underSecondary", "u0").await.expect("sent");
-    assert!(r.ok(), "write under a secondary leader: {} {}", r.status, r.body);
+    // Retried while the stale node first hears the new leader.
+    create_until_ok(&c, primary[0], "underSecondary", CONVERGE).await;
     acked.insert("underSecondary".into());
 
     c.start(primary[1]).expect("restart");
@@ -173,8 +173,7 @@ async fn a_secondary_leader_hands_leadership_back_to_the_primary() {
     eprintln!("leadership back in the primary region at node {back:?} (was node {first})");
     for (i, id) in c.ids().into_iter().enumerate() {
         let name = format!("after{i}");
-        let r = create_provider(&c, id, &name, &name).await.expect("sent");
-        assert!(r.ok(), "write via node {id} after the handoff: {} {}", r.status, r.body);
+        create_until_ok(&c, id, &name, CONVERGE).await;
         acked.insert(name);
     }
     c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged after the handoff");

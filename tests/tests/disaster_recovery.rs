@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use attest_chaos::cluster::Cluster;
-use attest_tests::{create_provider, launch, status};
+use attest_tests::{create_provider, create_until_ok, launch, status};
 use serde_json::{json, Value};
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -58,20 +58,6 @@ async fn wait_promotable(c: &Cluster, id: u64, region: &str) -> Value {
 }
 
 /// Retries a create until acknowledged (bounded); returns the answer.
-async fn create_until_ok(c: &Cluster, id: u64, name: &str) -> Value {
-    let deadline = Instant::now() + CONVERGE;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match create_provider(c, id, name, &format!("rid-{name}")).await {
-            Ok(r) if r.ok() => return r.body,
-            Ok(r) => last = format!("{} {}", r.status, r.body),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("write {name} via node {id} never acknowledged: {last}");
-}
-
 async fn audit(c: &Cluster, id: u64) -> Vec<Value> {
     let (code, body) = c.get_json(id, "/admin/audit").await.expect("audit answered");
     assert_eq!(code, 200, "{body}");
@@ -147,7 +133,7 @@ async fn forced_promotion_fencing_reseed_and_rebalance() {
     let (s1, s2) = (sec[0], sec[1]);
     let mut acked = BTreeSet::new();
     for i in 0..5 {
-        let body = create_until_ok(&c, 1 + (i % 3), &format!("before{i}")).await;
+        let body = create_until_ok(&c, 1 + (i % 3), &format!("before{i}"), CONVERGE).await;
         assert_eq!(body["replicationMode"], "sync", "{body}");
         acked.insert(format!("before{i}"));
     }
@@ -206,7 +192,7 @@ async fn forced_promotion_fencing_reseed_and_rebalance() {
 
     // The control plane is writable in the secondary, in epoch 2.
     for (n, id) in [s1, s2].iter().enumerate() {
-        let body = create_until_ok(&c, *id, &format!("after{n}")).await;
+        let body = create_until_ok(&c, *id, &format!("after{n}"), CONVERGE).await;
         assert_eq!(body["replicationMode"], "async", "{body}");
         acked.insert(format!("after{n}"));
     }
@@ -238,7 +224,7 @@ async fn forced_promotion_fencing_reseed_and_rebalance() {
     }
     // Still writable on the promoted side, and the fenced nodes did not
     // take part: their state did not move.
-    create_until_ok(&c, s2, "whilefenced").await;
+    create_until_ok(&c, s2, "whilefenced", CONVERGE).await;
     acked.insert("whilefenced".into());
 
     // Re-seed the old primary, node by node.
@@ -274,7 +260,7 @@ async fn forced_promotion_fencing_reseed_and_rebalance() {
     let in_primary = voters.iter().filter(|v| c.primary_ids().contains(v)).count();
     assert!(in_primary * 2 > voters.len(), "primary holds the voter majority again: {st}");
     for id in c.ids() {
-        let body = create_until_ok(&c, id, &format!("final{id}")).await;
+        let body = create_until_ok(&c, id, &format!("final{id}"), CONVERGE).await;
         acked.insert(format!("final{id}"));
         let _ = body;
     }
@@ -311,7 +297,7 @@ async fn split_brain_writes_of_the_old_primary_are_fenced_and_listed_as_divergen
     let primary = c.spec.primary_region.clone();
     let secondary = c.spec.secondary_region.clone();
     let s1 = c.secondary_ids()[0];
-    create_until_ok(&c, 1, "shared0").await;
+    create_until_ok(&c, 1, "shared0", CONVERGE).await;
     c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged");
 
     // A partition, not a loss: the primary lives on and keeps its quorum.
@@ -320,7 +306,7 @@ async fn split_brain_writes_of_the_old_primary_are_fenced_and_listed_as_divergen
     wan.partition(&secondary, &primary, false, attest_chaos::wan::CutMode::Reset).expect("cut s->p");
     let mut split_rids = Vec::new();
     for i in 0..3 {
-        let body = create_until_ok(&c, 1 + i, &format!("split{i}")).await;
+        let body = create_until_ok(&c, 1 + i, &format!("split{i}"), CONVERGE).await;
         assert_eq!(body["replicationMode"], "async", "acknowledged on the primary's own quorum: {body}");
         split_rids.push(format!("rid-split{i}"));
     }
@@ -329,9 +315,9 @@ async fn split_brain_writes_of_the_old_primary_are_fenced_and_listed_as_divergen
     wait_promotable(&c, s1, &secondary).await;
     let (code, body) = promote(&c, s1, &secondary, true, true).await;
     assert_eq!(code, 200, "{body}");
-    create_until_ok(&c, s1, "promoted0").await;
+    create_until_ok(&c, s1, "promoted0", CONVERGE).await;
     // Both sides accept writes now: the split brain the docs warn about.
-    create_until_ok(&c, 2, "split3").await;
+    create_until_ok(&c, 2, "split3", CONVERGE).await;
     split_rids.push("rid-split3".into());
 
     // The partition heals: the old primary is fenced at first contact.
@@ -359,5 +345,5 @@ async fn split_brain_writes_of_the_old_primary_are_fenced_and_listed_as_divergen
         assert!(!names.contains(&format!("split{i}")), "divergent write split{i} was merged: {names:?}");
     }
     // The promoted side stays writable.
-    create_until_ok(&c, c.secondary_ids()[1], "promoted1").await;
+    create_until_ok(&c, c.secondary_ids()[1], "promoted1", CONVERGE).await;
 }
