@@ -12,11 +12,13 @@
 //!    it is outside the topology's primary region, no recovery step runs,
 //!    and enough primary voters to form a quorum are reachable and have
 //!    every entry of its log;
-//! 2. it tells every member that a handoff runs (`handoff-notice`): for its
-//!    length followers do not answer writes with `ControlPlaneReadOnly` for
-//!    want of leader contact, they wait for the next leader;
-//! 3. it stops taking writes (they wait and go to the next leader) and
+//! 2. it stops taking writes (they wait and go to the next leader) and
 //!    waits for its in-flight writes to finish;
+//! 3. it tells every member that a handoff runs (`handoff-notice`, two
+//!    leases long): meanwhile followers do not answer writes with
+//!    `ControlPlaneReadOnly` for want of leader contact, they wait for the
+//!    next leader — and if this node dies mid-handoff, their read-only
+//!    answers still come within two election timeouts of its last word;
 //! 4. it stops sending AppendEntries / snapshots — to Raft this is the
 //!    leader being partitioned away, which Raft is safe against — until the
 //!    followers' leader leases have run out;
@@ -205,10 +207,6 @@ impl Placement {
         let t = &c.timing;
         let lease = Duration::from_millis(t.election_timeout_max_ms);
         let beat = Duration::from_millis(t.heartbeat_ms.max(10));
-        // Drain (≤ one lease) + pause (one lease) + election: followers
-        // hold back read-only answers no longer than this, even if this
-        // node dies mid-handoff.
-        let budget = lease * 3 + beat * 4;
         let m = c.raft().metrics().borrow().clone();
         let members: Vec<(NodeId, String)> = m
             .membership_config
@@ -228,11 +226,6 @@ impl Placement {
             "leader outside the primary region: handing leadership back (writes pause for about {} ms)",
             lease.as_millis()
         );
-        let notice = serde_json::to_vec(&json!({"forMs": budget.as_millis() as u64, "leader": c.id}))
-            .map_err(|e| e.to_string())?;
-        let notices = members.iter().map(|(_, addr)| c.recovery_rpc(addr, "handoff-notice", notice.clone(), beat * 5));
-        let _ = futures::future::join_all(notices).await;
-
         c.handoff.draining.store(true, Ordering::SeqCst);
         // This leader is in the secondary region, so its writes are durable
         // there once committed: in-flight ones finish within a commit.
@@ -243,6 +236,13 @@ impl Placement {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Pause (one lease) + election fit in two leases: followers hold
+        // back read-only answers no longer than the read-only bound
+        // (2 × the election timeout), even if this node dies now.
+        let notice = serde_json::to_vec(&json!({"forMs": (lease * 2).as_millis() as u64, "leader": c.id}))
+            .map_err(|e| e.to_string())?;
+        let notices = members.iter().map(|(_, addr)| c.recovery_rpc(addr, "handoff-notice", notice.clone(), beat * 5));
+        let _ = futures::future::join_all(notices).await;
         let term = m.current_term;
         set(&c.handoff.pause_until, Some(Instant::now() + lease * 2 + beat * 4));
         // Followers grant votes only once their lease on us has run out.
