@@ -520,11 +520,7 @@ impl ControlPlane {
             tonic::Request::new(attest_proto::ForwardRequest { command, deadline_ms: remaining.as_millis() as u64 });
         request.set_timeout(rpc_timeout);
         metrics::counter!("attest_control_forwarded_writes_total").increment(1);
-        // tonic's channel enforces the grpc-timeout header on the client
-        // too; the outer bound only guards against a transport that does not.
-        let call = tokio::time::timeout(rpc_timeout + Duration::from_millis(100), client.forward(request));
-        let result = call.await.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("forward timed out")));
-        match result {
+        match bounded(rpc_timeout + Duration::from_millis(100), "forward", client.forward(request)).await {
             Ok(r) => {
                 let r = r.into_inner();
                 if r.error_code.is_empty() {
@@ -568,9 +564,8 @@ impl ControlPlane {
             });
             request.set_timeout(remaining.max(Duration::from_millis(10)));
             let bound = remaining.max(Duration::from_millis(10)) + Duration::from_millis(100);
-            let r = tokio::time::timeout(bound, client.read_index(request))
+            let r = bounded(bound, "read-index", client.read_index(request))
                 .await
-                .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("read-index timed out")))
                 .map_err(|e| WriteError::ReadOnly {
                     reason: format!("leader unreachable: {}", e.message()),
                     outcome: Outcome::NotApplied,
@@ -670,18 +665,9 @@ impl ControlPlane {
     }
 
     /// Why this node's Raft core is no longer running, when it stopped on
-    /// its own (a storage error or a panic; not a fence or a promotion,
-    /// which stop it on purpose and say so themselves).
+    /// its own (see [`stopped_reason`]).
     pub fn raft_failure(&self) -> Option<String> {
-        match &self.raft().metrics().borrow().running_state {
-            Err(openraft::error::Fatal::StorageError(e)) => Some(format!(
-                "this node's control-plane storage failed ({e}); it no longer follows the cluster: free the disk or fix the storage, then restart the node"
-            )),
-            Err(openraft::error::Fatal::Panicked) => {
-                Some("this node's Raft core panicked; it no longer follows the cluster: restart the node".into())
-            }
-            _ => None,
-        }
+        stopped_reason(&self.raft().metrics().borrow())
     }
 
     pub fn status(&self) -> ControlStatus {
@@ -701,6 +687,7 @@ impl ControlPlane {
             })
             .collect();
         let leader_region = m.current_leader.and_then(|l| membership.get_node(&l).map(|n| n.region.clone()));
+        let raft_failure = stopped_reason(&m);
         let is_leader = m.state == ServerState::Leader;
         let readonly_after = self.timing.readonly_after();
         let writable = if self.refusal().is_some() {
@@ -727,7 +714,7 @@ impl ControlPlane {
             applied_index: self.state.applied_index(),
             snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: m.purged.map(|l| l.index).unwrap_or(0),
-            control_plane: if self.raft_failure().is_some() {
+            control_plane: if raft_failure.is_some() {
                 "failed".into()
             } else if writable {
                 "writable".into()
@@ -749,9 +736,37 @@ impl ControlPlane {
             members,
             epoch: self.epoch.epoch(),
             fenced: self.epoch.fence(),
-            raft_failure: self.raft_failure(),
+            raft_failure,
         }
     }
+}
+
+/// Why the Raft core behind `m` stopped on its own: a storage error (e.g. a
+/// full disk) or a panic. A fence or a forced promotion stops it on purpose
+/// and says so itself, so `Stopped` is not a failure here.
+fn stopped_reason(m: &RaftMetrics) -> Option<String> {
+    match &m.running_state {
+        Err(openraft::error::Fatal::StorageError(e)) => Some(format!(
+            "this node's control-plane storage failed ({e}); it no longer follows the cluster: free the disk or fix the storage, then restart the node"
+        )),
+        Err(openraft::error::Fatal::Panicked) => {
+            Some("this node's Raft core panicked; it no longer follows the cluster: restart the node".into())
+        }
+        _ => None,
+    }
+}
+
+/// Bounds a call to another node by `bound` on top of tonic's own
+/// grpc-timeout handling (which tonic's channel also enforces on the
+/// client); a call that runs over gets `DEADLINE_EXCEEDED`.
+async fn bounded<T>(
+    bound: Duration,
+    what: &'static str,
+    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    timeout_at(tokio::time::Instant::now() + bound, call)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded(format!("{what} timed out"))))
 }
 
 /// A "not applied" answer speaks only for the attempt it answers: when an

@@ -107,42 +107,37 @@ impl Handoff {
     }
 }
 
-/// Why no handoff starts now (logged when it changes, for operators).
-fn blocker(control: &ControlPlane, contacts: &PeerContacts, fresh: Duration) -> Result<NodeId, String> {
-    let m = control.raft().metrics().borrow().clone();
+/// The primary voter to hand leadership to, when this node should hand it
+/// over now: it leads from outside the topology's primary region, takes
+/// writes, and enough primary voters for a quorum are reachable and hold
+/// its whole log (the most caught-up of them is chosen). Runs every tick on
+/// every node, so the cheap checks come before the metrics are read.
+fn handoff_target(control: &ControlPlane, contacts: &PeerContacts, fresh: Duration) -> Option<NodeId> {
+    let primary = control.state.read(|s| s.topology.as_ref().map(|t| t.primary.clone()))?;
+    if control.region == primary || control.refusal().is_some() {
+        return None;
+    }
+    let mut rx = control.raft().metrics();
+    let m = rx.borrow_and_update();
     if m.state != ServerState::Leader {
-        return Err("not the leader".into());
-    }
-    if control.refusal().is_some() {
-        return Err("this node refuses writes (fenced or promoting)".into());
-    }
-    let primary = control.state.read(|s| s.topology.as_ref().map(|t| t.primary.clone()));
-    let Some(primary) = primary else { return Err("no topology recorded yet".into()) };
-    if control.region == primary {
-        return Err("already in the primary region".into());
+        return None;
     }
     let membership = m.membership_config.membership();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    let quorum = voters.len() / 2 + 1;
+    let quorum = membership.voter_ids().count() / 2 + 1;
     let last = m.last_log_index.unwrap_or(0);
-    let mut ready: Vec<(u64, NodeId)> = voters
-        .iter()
+    let ready: Vec<(u64, NodeId)> = membership
+        .voter_ids()
         .filter(|id| membership.get_node(id).is_some_and(|n| n.region == primary))
-        .filter(|id| contacts.last(**id).is_some_and(|t| t.elapsed() < fresh))
+        .filter(|id| contacts.last(*id).is_some_and(|t| t.elapsed() < fresh))
         .filter_map(|id| {
-            let matched = m.replication.as_ref()?.get(id).cloned().flatten()?.index;
-            (matched >= last).then_some((matched, *id))
+            let matched = m.replication.as_ref()?.get(&id).cloned().flatten()?.index;
+            (matched >= last).then_some((matched, id))
         })
         .collect();
     if ready.len() < quorum {
-        return Err(format!(
-            "{} of {} voters needed for a quorum are in {primary}, reachable and caught up",
-            ready.len(),
-            quorum
-        ));
+        return None;
     }
-    ready.sort();
-    ready.last().map(|(_, id)| *id).ok_or_else(|| "no candidate".into())
+    ready.into_iter().max().map(|(_, id)| id)
 }
 
 pub struct Placement {
@@ -166,12 +161,9 @@ impl Placement {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => return,
             }
-            let target = match blocker(&self.control, &self.contacts, fresh) {
-                Ok(target) => target,
-                Err(_) => {
-                    since = None;
-                    continue;
-                }
+            let Some(target) = handoff_target(&self.control, &self.contacts, fresh) else {
+                since = None;
+                continue;
             };
             let at = *since.get_or_insert_with(Instant::now);
             if at.elapsed() < settle || Instant::now() < not_before {

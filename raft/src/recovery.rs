@@ -279,8 +279,9 @@ pub async fn handle_rpc(control: &Arc<ControlPlane>, phase: &str, payload: &[u8]
             encode(&json!({"ok": true}))
         }
         "campaign" => {
-            let m = control.raft().metrics().borrow().clone();
-            if !m.membership_config.membership().voter_ids().any(|id| id == control.id) {
+            let voter =
+                control.raft().metrics().borrow().membership_config.membership().voter_ids().any(|id| id == control.id);
+            if !voter {
                 return Err(RecoveryError::Refused("this node is not a voter".into()));
             }
             if control.refusal().is_some() {

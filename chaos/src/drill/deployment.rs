@@ -402,14 +402,27 @@ impl Deployment {
         }
     }
 
+    /// Waits until a node that leads with a writable control plane has a
+    /// `/health` body for which `pred` holds.
+    async fn wait_writable_leader(
+        &self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<()> {
+        self.wait_health(what, within, |all| {
+            all.iter().any(|(_, h)| {
+                h.as_ref()
+                    .is_some_and(|(_, b)| b["raft_role"] == "Leader" && b["control_plane"] == "writable" && pred(b))
+            })
+        })
+        .await
+    }
+
     /// Waits until a writable leader reports replication mode `mode`.
     pub async fn wait_mode(&self, mode: &str, within: Duration) -> anyhow::Result<()> {
-        self.wait_health(&format!("a writable leader in mode {mode}"), within, |all| {
-            all.iter().any(|(_, h)| {
-                h.as_ref().is_some_and(|(_, b)| {
-                    b["raft_role"] == "Leader" && b["control_plane"] == "writable" && b["replication_mode"] == mode
-                })
-            })
+        self.wait_writable_leader(&format!("a writable leader in mode {mode}"), within, |b| {
+            b["replication_mode"] == mode
         })
         .await
     }
@@ -418,14 +431,7 @@ impl Deployment {
     /// normal operation the leader is in the primary; a secondary leader
     /// hands leadership back by itself, see `attest_raft::placement`).
     pub async fn wait_leader_in(&self, region: &str, within: Duration) -> anyhow::Result<()> {
-        self.wait_health(&format!("a writable leader in {region}"), within, |all| {
-            all.iter().any(|(_, h)| {
-                h.as_ref().is_some_and(|(_, b)| {
-                    b["raft_role"] == "Leader" && b["control_plane"] == "writable" && b["region"] == region
-                })
-            })
-        })
-        .await
+        self.wait_writable_leader(&format!("a writable leader in {region}"), within, |b| b["region"] == region).await
     }
 
     pub async fn wait_all_healthy(&self, within: Duration) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! `GET /health`: 200 when this node can serve the data plane (state
-//! applied, not draining, not fenced, its Raft core running), 503 otherwise; the JSON body carries the control
-//! plane's view for operators and the gateway.
+//! applied, not draining, not fenced, its Raft core running), 503
+//! otherwise; the JSON body carries the control plane's view for operators
+//! and the gateway.
 
 use std::sync::atomic::Ordering;
 
