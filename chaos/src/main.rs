@@ -171,6 +171,15 @@ enum BenchCmd {
         /// Also measure etcd (Debian etcd-server) with the same load.
         #[arg(long)]
         etcd: bool,
+        /// Token algorithms of the bench provider (comma-separated): MAA
+        /// answers every policy write with a policy result token signed by
+        /// the provider's key, so RSA signing is part of each write.
+        #[arg(long, default_value = "RS256", value_delimiter = ',')]
+        token_algs: Vec<String>,
+        /// Also run each WAN setting with express shipping to the secondary
+        /// off (`raft.ship_to_secondary = false`), for comparison.
+        #[arg(long)]
+        compare_no_ship: bool,
         /// Scratch directory.
         #[arg(long, default_value = "/tmp/attest-bench")]
         dir: PathBuf,
@@ -462,9 +471,24 @@ fn remote_config(
 async fn bench(what: BenchCmd) -> anyhow::Result<()> {
     use attest_chaos::bench::{attestd_policy_writes, etcd_puts, run_load, Etcd, LoadSpec};
     match what {
-        BenchCmd::ControlPlane { clients, seconds, value_bytes, wan_rtt_ms, etcd, dir } => {
+        BenchCmd::ControlPlane {
+            clients,
+            seconds,
+            value_bytes,
+            wan_rtt_ms,
+            etcd,
+            token_algs,
+            compare_no_ship,
+            dir,
+        } => {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir)?;
+            for a in &token_algs {
+                anyhow::ensure!(
+                    attest_node::token::TokenAlg::parse(a).is_some(),
+                    "unknown token algorithm {a} (RS256, ES256 or PS256)"
+                );
+            }
             println!("| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors |");
             println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
             if etcd {
@@ -486,40 +510,55 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                     println!("{}", r.row());
                 }
             }
+            let ship_settings: &[bool] = if compare_no_ship { &[true, false] } else { &[true] };
             for rtt in &wan_rtt_ms {
-                let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}")));
-                // At 0 ms the regions talk directly: the emulator itself is
-                // then not part of what is measured.
-                spec.wan = *rtt > 0;
-                spec.wan_one_way_ms = rtt / 2;
-                // etcd's rule of thumb for the WAN: heartbeat ≈ RTT, election ≥ 10 × RTT.
-                spec.raft_toml = format!(
-                    "heartbeat_ms = {hb}\nelection_timeout_min_ms = {emin}\nelection_timeout_max_ms = {emax}\nasync_after_ms = 5000\n",
-                    hb = (*rtt).max(50),
-                    emin = (rtt * 10).max(1000),
-                    emax = (rtt * 15).max(1500)
-                );
-                spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
-                let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
-                let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
-                let r = cluster
-                    .http()
-                    .put(format!("{}/providers/bench", urls[0]))
-                    .header("content-type", "application/json")
-                    .body("{}")
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
-                for c in &clients {
-                    let spec = LoadSpec {
-                        clients: *c,
-                        duration: Duration::from_secs(seconds),
-                        warmup: Duration::from_secs(2),
-                        value_bytes,
-                    };
-                    let op = attestd_policy_writes(cluster.http().clone(), urls.clone(), "bench".into(), value_bytes);
-                    let r = run_load(&format!("attestd sync, WAN RTT {rtt} ms"), &spec, op).await;
-                    println!("{}", r.row());
+                for &ship in ship_settings {
+                    let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}-ship{ship}")));
+                    // At 0 ms the regions talk directly: the emulator itself is
+                    // then not part of what is measured.
+                    spec.wan = *rtt > 0;
+                    spec.wan_one_way_ms = rtt / 2;
+                    // etcd's rule of thumb for the WAN: heartbeat ≈ RTT, election ≥ 10 × RTT.
+                    spec.raft_toml = format!(
+                        "heartbeat_ms = {hb}\nelection_timeout_min_ms = {emin}\nelection_timeout_max_ms = {emax}\nasync_after_ms = 5000\nship_to_secondary = {ship}\n",
+                        hb = (*rtt).max(50),
+                        emin = (rtt * 10).max(1000),
+                        emax = (rtt * 15).max(1500)
+                    );
+                    spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
+                    let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
+                    let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
+                    for alg in &token_algs {
+                        let provider = format!("bench{}", alg.to_ascii_lowercase());
+                        let r = cluster
+                            .http()
+                            .put(format!("{}/providers/{provider}", urls[0]))
+                            .header("content-type", "application/json")
+                            .body(serde_json::json!({ "tokenSigningAlgorithm": alg }).to_string())
+                            .send()
+                            .await?;
+                        anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
+                        for c in &clients {
+                            let spec = LoadSpec {
+                                clients: *c,
+                                duration: Duration::from_secs(seconds),
+                                warmup: Duration::from_secs(2),
+                                value_bytes,
+                            };
+                            let op = attestd_policy_writes(
+                                cluster.http().clone(),
+                                urls.clone(),
+                                provider.clone(),
+                                value_bytes,
+                            );
+                            let label = format!(
+                                "attestd sync {alg}{}, WAN RTT {rtt} ms",
+                                if ship { "" } else { ", no express shipping" }
+                            );
+                            let r = run_load(&label, &spec, op).await;
+                            println!("{}", r.row());
+                        }
+                    }
                 }
             }
             Ok(())

@@ -36,7 +36,7 @@
 //! Failures are typed ([`AuthError`]) and mapped to 401/403/503 by the HTTP
 //! layer, which renders MAA's error JSON. Tokens are never logged or echoed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -789,6 +789,51 @@ fn verify_signature(
 pub struct Authenticator {
     issuers: Vec<Issuer>,
     leeway: i64,
+    /// Tokens whose signature already verified (see [`VerifiedCache`]).
+    verified: VerifiedCache,
+}
+
+/// Bearer tokens whose signature verified, with their claims.
+///
+/// Clients send the same token on every call until it expires; checking
+/// its ECDSA/RSA signature each time was the largest single cost of a
+/// control-plane write under load (BENCHMARKS.md). An entry is keyed by
+/// the SHA-256 of the whole token and remembers the issuer key set that
+/// verified it: it is used only while that exact key set is current (a
+/// rotation or JWKS refresh replaces the set, so the token is verified
+/// again). Time-dependent checks (exp, nbf) and role mapping still run on
+/// every call against the injected clock. Bounded: when full it is
+/// cleared, which costs one verification per live token.
+#[derive(Default)]
+struct VerifiedCache {
+    map: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+/// The key set that verified a token, and the token's claims.
+type Verified = (Arc<KeySet>, Map<String, Value>);
+
+const VERIFIED_CACHE_MAX: usize = 4096;
+
+impl VerifiedCache {
+    fn key(token: &str) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(d.as_ref());
+        k
+    }
+
+    fn get(&self, key: &[u8; 32], keys: &Arc<KeySet>) -> Option<Map<String, Value>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).filter(|(set, _)| Arc::ptr_eq(set, keys)).map(|(_, claims)| claims.clone())
+    }
+
+    fn put(&self, key: [u8; 32], keys: Arc<KeySet>, claims: Map<String, Value>) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= VERIFIED_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(key, (keys, claims));
+    }
 }
 
 impl fmt::Debug for Authenticator {
@@ -859,7 +904,11 @@ impl Authenticator {
                 source,
             });
         }
-        Ok(Authenticator { issuers, leeway: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX) })
+        Ok(Authenticator {
+            issuers,
+            leeway: i64::try_from(cfg.leeway_s).unwrap_or(i64::MAX),
+            verified: VerifiedCache::default(),
+        })
     }
 
     /// Whether any issuer is configured (else every management call is refused).
@@ -932,7 +981,15 @@ impl Authenticator {
             .find(|i| i.issuer == iss)
             .ok_or_else(|| AuthError::UnknownIssuer(printable(iss, 200)))?;
         let keys = issuer.keys_for(kid, alg, now).await?;
-        let claims = verify_signature(token, &keys, kid, alg)?;
+        let cache_key = VerifiedCache::key(token);
+        let claims = match self.verified.get(&cache_key, &keys) {
+            Some(claims) => claims,
+            None => {
+                let claims = verify_signature(token, &keys, kid, alg)?;
+                self.verified.put(cache_key, keys.clone(), claims.clone());
+                claims
+            }
+        };
         // The signed iss is the one we selected the issuer by (same bytes),
         // but check the verified copy rather than rely on that.
         if claims.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
@@ -1657,6 +1714,25 @@ h3GFQAjzRhFpe4ZuoA1TFrE=
         assert!(a.authorize(Some(&bearer(&ec_token(&k1, false, &c))), Role::Reader, NOW).await.is_ok());
         let e = a.authorize(Some(&bearer(&ec_token(&stranger, false, &c))), Role::Reader, NOW).await.unwrap_err();
         assert!(matches!(&e, AuthError::InvalidToken(m) if m.contains("signature")), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_is_still_checked_for_time_and_tampering() {
+        let (dir, a) = dev();
+        let t = mint_dev_token(dir.path(), "alice", Role::Owner, NOW, 600).unwrap();
+        assert!(a.authorize(Some(&bearer(&t)), Role::Owner, NOW).await.is_ok());
+        // Second use comes from the verified cache: expiry still applies.
+        assert!(a.authorize(Some(&bearer(&t)), Role::Owner, NOW + 1).await.is_ok());
+        assert!(matches!(
+            a.authorize(Some(&bearer(&t)), Role::Owner, NOW + 700).await,
+            Err(AuthError::InvalidToken(_))
+        ));
+        // A token differing in one signature character is not a cache hit.
+        let mut chars: Vec<char> = t.chars().collect();
+        let i = chars.len() - 10;
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let forged: String = chars.into_iter().collect();
+        assert!(a.authorize(Some(&bearer(&forged)), Role::Owner, NOW).await.is_err());
     }
 
     #[tokio::test]

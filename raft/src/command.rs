@@ -164,6 +164,12 @@ pub enum Command {
     },
     /// Does nothing; used to probe that writes go through.
     Noop,
+    /// Several client requests proposed as one log entry by the leader's
+    /// group commit (see `batcher`). Each keeps its own request id,
+    /// deduplication and response; they apply in order, atomically.
+    Batch {
+        requests: Vec<Request>,
+    },
 }
 
 impl Command {
@@ -186,6 +192,33 @@ impl Command {
             Command::Rebalanced { .. } => "rebalanced",
             Command::Audit { .. } => "audit",
             Command::Noop => "noop",
+            Command::Batch { .. } => "batch",
+        }
+    }
+
+    /// May share a log entry with other requests. Commands that record an
+    /// audit event (keyed by log index) or change the topology or the
+    /// replication mode are proposed alone.
+    pub fn batchable(&self) -> bool {
+        !matches!(
+            self,
+            Command::SetTopology { .. }
+                | Command::SetReplicationMode { .. }
+                | Command::Promoted { .. }
+                | Command::Rebalanced { .. }
+                | Command::Audit { .. }
+                | Command::Batch { .. }
+        )
+    }
+}
+
+impl Request {
+    /// The client requests this log payload carries: the members of a
+    /// batch, or the request itself.
+    pub fn client_requests(&self) -> &[Request] {
+        match &self.command {
+            Command::Batch { requests } => requests,
+            _ => std::slice::from_ref(self),
         }
     }
 }
@@ -204,6 +237,9 @@ pub struct Response {
     /// Result detail, e.g. `IsPresent`/`IsAbsent` for signer changes.
     #[serde(default)]
     pub detail: Option<String>,
+    /// For a `Batch`: one response per member request, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batch: Vec<Response>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout_at;
 
+use crate::batcher::ProposeError;
 use crate::command::{Command, CommandError, ReplicationMode, Request};
 use crate::network::Channels;
 use crate::state_machine::StateHandle;
@@ -56,6 +57,11 @@ pub struct Timing {
     /// quorum of primary voters has been reachable and caught up for this
     /// long (see `placement`); 0 = never on its own (`admin rebalance`).
     pub leader_return_ms: u64,
+    /// In `sync` mode the leader also sends new entries straight to the
+    /// secondary region's nodes, pipelined, so a sync write waits about one
+    /// round trip instead of two (see `shipper`). Off: only openraft's own
+    /// replication counts.
+    pub ship_to_secondary: bool,
     /// TEST ONLY, breaks RPO = 0 on purpose: acknowledge `sync`-mode writes
     /// once committed, without waiting for a secondary-region node. It
     /// exists so the chaos harness can show that its RPO check catches a
@@ -78,6 +84,7 @@ impl Default for Timing {
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout_ms: 10_000,
             leader_return_ms: 3_000,
+            ship_to_secondary: true,
             unsafe_ack_before_secondary: false,
         }
     }
@@ -277,6 +284,10 @@ pub struct ControlPlane {
     pub log: crate::log_store::LogStore,
     /// Leadership handoff to the primary region (see `placement`).
     pub handoff: Arc<crate::placement::Handoff>,
+    /// Express shipping to the secondary region (see `shipper`).
+    pub outbox: Arc<crate::shipper::Outbox>,
+    /// Group commit of the leader's proposals (see `batcher`).
+    pub(crate) batcher: crate::batcher::Batcher,
 }
 
 /// One local log entry as operators see it.
@@ -432,21 +443,18 @@ impl ControlPlane {
                 });
             }
         }
-        let resp = match timeout_at(deadline, self.raft().client_write(req)).await {
+        let (log_index, data) = match timeout_at(deadline, self.batcher.propose(req)).await {
             Err(_) => {
                 return Err(WriteError::ReadOnly {
                     reason: "proposed but not committed before the deadline (quorum lost?)".into(),
                     outcome: Outcome::Unknown,
                 })
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                return Err(WriteError::NotLeader { leader: f.leader_id })
-            }
-            Ok(Err(e)) => return Err(WriteError::Internal(e.to_string())),
+            Ok(Err(ProposeError::NotLeader(leader))) => return Err(WriteError::NotLeader { leader }),
+            Ok(Err(ProposeError::Failed(e))) => return Err(WriteError::Internal(e)),
             Ok(Ok(r)) => r,
         };
-        let data = resp.data;
-        let index = if data.duplicate { data.index } else { resp.log_id.index };
+        let index = if data.duplicate { data.index } else { log_index };
         let (mode, secondary_durable) = if self.timing.unsafe_ack_before_secondary {
             (self.state.read(|s| s.replication.mode), false)
         } else {
@@ -473,6 +481,7 @@ impl ControlPlane {
     ) -> Result<(ReplicationMode, bool), WriteError> {
         let mut metrics_rx = self.raft().metrics();
         let mut applied_rx = self.state.watch_applied();
+        let mut acks_rx = self.outbox.acks();
         loop {
             let (mode, secondary) =
                 self.state.read(|s| (s.replication.mode, s.topology.as_ref().and_then(|t| t.secondary.clone())));
@@ -484,7 +493,7 @@ impl ControlPlane {
             }
             let durable = members.iter().any(|id| {
                 m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).is_some_and(|l| l.index >= index)
-            });
+            }) || self.outbox.durable_on(m.vote.leader_id(), &members, index);
             if durable {
                 return Ok((mode, true));
             }
@@ -498,6 +507,7 @@ impl ControlPlane {
                 }
                 _ = metrics_rx.changed() => {}
                 _ = applied_rx.changed() => {}
+                _ = acks_rx.changed() => {}
             }
         }
     }
@@ -649,19 +659,23 @@ impl ControlPlane {
     /// Entries of this node's own log from `from` on (at most `limit`).
     pub fn local_log(&self, from: u64, limit: usize) -> Result<Vec<LogEntrySummary>, WriteError> {
         let entries = self.log.entries_from(from, limit).map_err(|e| WriteError::Internal(e.to_string()))?;
-        Ok(entries
-            .into_iter()
-            .map(|e| {
-                let (kind, request_id, actor) = match &e.payload {
-                    openraft::EntryPayload::Blank => ("blank".to_string(), None, None),
-                    openraft::EntryPayload::Membership(_) => ("membership".to_string(), None, None),
-                    openraft::EntryPayload::Normal(r) => {
-                        (r.command.kind().to_string(), Some(r.request_id.clone()), Some(r.actor.clone()))
-                    }
-                };
-                LogEntrySummary { index: e.log_id.index, term: e.log_id.leader_id.term, kind, request_id, actor }
-            })
-            .collect())
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let (index, term) = (e.log_id.index, e.log_id.leader_id.term);
+            let summary = |kind: String, request_id, actor| LogEntrySummary { index, term, kind, request_id, actor };
+            match &e.payload {
+                openraft::EntryPayload::Blank => out.push(summary("blank".into(), None, None)),
+                openraft::EntryPayload::Membership(_) => out.push(summary("membership".into(), None, None)),
+                // One line per client request: members of a group-committed
+                // batch share the entry's index.
+                openraft::EntryPayload::Normal(r) => {
+                    out.extend(r.client_requests().iter().map(|r| {
+                        summary(r.command.kind().to_string(), Some(r.request_id.clone()), Some(r.actor.clone()))
+                    }))
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Why this node's Raft core is no longer running, when it stopped on

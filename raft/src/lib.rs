@@ -15,6 +15,7 @@
 // demand; boxing it in our helpers would only add conversions at every `?`.
 #![allow(clippy::result_large_err)]
 
+pub mod batcher;
 pub mod command;
 pub mod control;
 pub mod db;
@@ -25,6 +26,7 @@ pub mod placement;
 pub mod recovery;
 pub mod replication;
 pub mod service;
+pub mod shipper;
 pub mod state;
 pub mod state_machine;
 pub mod tls;
@@ -108,7 +110,9 @@ impl RaftNode {
         if let Some(f) = epoch.fence() {
             tracing::error!(reason = %recovery::fence_reason(&f), "starting FENCED");
         }
-        let log_store = log_store::LogStore::new(db.clone());
+        let outbox = Arc::new(shipper::Outbox::default());
+        let (batcher, batch_queue) = batcher::Batcher::channel();
+        let log_store = log_store::LogStore::shared(db.clone(), outbox.clone(), Arc::default());
         let log_view = log_store.clone();
         let (sm, state) = state_machine::StateMachineStore::open(db.clone())?;
         let sm_shared = sm.shared();
@@ -151,8 +155,15 @@ impl RaftNode {
             recovery::check_epoch_before_start(&channels, &epoch, peers, recovery::START_EPOCH_CHECK).await;
         }
         let raft_config = Arc::new(raft_config);
-        let restarter =
-            recovery::Restarter { db, config: raft_config.clone(), network: network.clone(), shared: sm_shared };
+        let restarter = recovery::Restarter {
+            db,
+            config: raft_config.clone(),
+            network: network.clone(),
+            shared: sm_shared,
+            outbox: outbox.clone(),
+            log_cache: log_store.cache(),
+        };
+        let ship_network = network.clone();
         let raft = Raft::new(cfg.id, raft_config, network, log_store, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -176,6 +187,8 @@ impl RaftNode {
             leader_contact: Default::default(),
             log: log_view,
             handoff,
+            outbox,
+            batcher,
         });
 
         if control.epoch.is_fenced() {
@@ -235,6 +248,9 @@ impl RaftNode {
         tokio::spawn(
             placement::Placement { control: control.clone(), contacts: contacts.clone() }.run(shutdown_rx.clone()),
         );
+        let proposer = control.clone();
+        tokio::spawn(batch_queue.run(move || proposer.raft(), shutdown_rx.clone()));
+        tokio::spawn(shipper::Shipper { control: control.clone(), network: ship_network }.run(shutdown_rx.clone()));
         tokio::spawn(controller.run(shutdown_rx));
 
         Ok(Self { control, contacts, bound, shutdown_tx, server })

@@ -8,9 +8,10 @@
 //! The vote is saved with a synced write too; a node that forgot its vote
 //! could vote twice in one term.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
@@ -26,6 +27,85 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    /// The leader's new entries go here too, for express shipping to the
+    /// secondary region (see `shipper`).
+    outbox: Option<Arc<crate::shipper::Outbox>>,
+    /// The latest entries in memory; shared by every handle on this log
+    /// (including those of a Raft restarted in-process).
+    cache: Arc<Mutex<EntryCache>>,
+}
+
+/// Entries kept in memory at most, and their encoded size at most.
+const CACHE_MAX_ENTRIES: usize = 8192;
+const CACHE_MAX_BYTES: usize = 32 << 20;
+
+/// The latest appended entries, decoded.
+///
+/// openraft 0.9 reads every entry back from the log store once per
+/// follower (to replicate it) and once more to apply it; decoding JSON from
+/// RocksDB each time was the largest single cost on a busy leader
+/// (BENCHMARKS.md). The cache holds a contiguous run that always ends at
+/// the log's last entry (appends push after their synced write, truncation
+/// pops, purge and the recovery rewrites trim or clear it), so a read
+/// starting inside the run is complete; any other read goes to disk.
+#[derive(Default)]
+pub struct EntryCache {
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl EntryCache {
+    fn push(&mut self, e: Entry, size: usize) {
+        if self.entries.back().is_some_and(|(last, _)| last.log_id.index + 1 != e.log_id.index) {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.push_back((e, size));
+        while self.entries.len() > CACHE_MAX_ENTRIES || self.bytes > CACHE_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((_, n)) => self.bytes -= n,
+                None => break,
+            }
+        }
+    }
+
+    fn truncate_from(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
+            if let Some((_, n)) = self.entries.pop_back() {
+                self.bytes -= n;
+            }
+        }
+    }
+
+    fn purge_through(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= index) {
+            if let Some((_, n)) = self.entries.pop_front() {
+                self.bytes -= n;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// The entries of `range` from `start` on, if the run covers `start`.
+    fn read<RB: RangeBounds<u64>>(&self, start: u64, range: &RB) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|(e, _)| range.contains(&e.log_id.index))
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
@@ -40,7 +120,23 @@ fn synced() -> WriteOptions {
 
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Self {
-        Self { db }
+        Self { db, outbox: None, cache: Arc::default() }
+    }
+
+    /// A log store that also offers appended entries to `outbox` and keeps
+    /// its latest entries in `cache` (one cache per log, whatever the
+    /// number of handles).
+    pub fn shared(db: Arc<DB>, outbox: Arc<crate::shipper::Outbox>, cache: Arc<Mutex<EntryCache>>) -> Self {
+        Self { db, outbox: Some(outbox), cache }
+    }
+
+    /// The entry cache this handle shares.
+    pub fn cache(&self) -> Arc<Mutex<EntryCache>> {
+        self.cache.clone()
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cf_logs(&self) -> &rocksdb::ColumnFamily {
@@ -108,6 +204,7 @@ impl LogStore {
         batch.delete_range_cf(self.cf_logs(), index_key(entry.log_id.index), index_key(u64::MAX));
         batch.delete_cf(self.cf_logs(), index_key(u64::MAX));
         batch.put_cf(self.cf_logs(), index_key(entry.log_id.index), v);
+        self.cached().clear();
         self.db.write_opt(batch, &synced()).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
@@ -127,6 +224,7 @@ impl LogStore {
                 batch.delete_cf(h, k);
             }
         }
+        self.cached().clear();
         self.db.write_opt(batch, &synced()).map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Delete, e))
     }
 
@@ -154,6 +252,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        if let Some(hit) = self.cached().read(start, &range) {
+            return Ok(hit);
+        }
         let mut out = Vec::new();
         let it = self.db.iterator_cf(self.cf_logs(), IteratorMode::From(&index_key(start), Direction::Forward));
         for item in it {
@@ -206,12 +307,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Before our own fsync: the secondary may get them in parallel.
+        if let Some(outbox) = &self.outbox {
+            outbox.offer(&entries);
+        }
         let mut batch = WriteBatch::default();
-        let mut n = 0u64;
-        for e in entries {
-            let v = serde_json::to_vec(&e).map_err(|err| sto_err(ErrorSubject::Logs, ErrorVerb::Write, err))?;
+        let n = entries.len() as u64;
+        let mut sizes = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let v = serde_json::to_vec(e).map_err(|err| sto_err(ErrorSubject::Logs, ErrorVerb::Write, err))?;
+            sizes.push(v.len());
             batch.put_cf(self.cf_logs(), index_key(e.log_id.index), v);
-            n += 1;
         }
         let started = std::time::Instant::now();
         let res = self.db.write_opt(batch, &synced());
@@ -219,6 +326,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         metrics::counter!("attest_raft_log_entries_appended_total").increment(n);
         match res {
             Ok(()) => {
+                let mut cache = self.cached();
+                for (e, size) in entries.into_iter().zip(sizes) {
+                    cache.push(e, size);
+                }
+                drop(cache);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -231,6 +343,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cached().truncate_from(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf_logs(), index_key(log_id.index), index_key(u64::MAX));
         batch.delete_cf(self.cf_logs(), index_key(u64::MAX));
@@ -242,10 +355,62 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // purge marker with entries still present is harmless; the reverse
         // (entries gone, marker missing) would make the log look empty.
         self.put_meta_synced(KEY_PURGED, &log_id)?;
+        self.cached().purge_through(log_id.index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf_logs(), index_key(0), index_key(log_id.index.saturating_add(1)));
         self.db.write(batch).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         metrics::gauge!("attest_raft_log_purged_index").set(log_id.index as f64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Request};
+
+    fn entry(index: u64) -> Entry {
+        let req =
+            Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command: Command::Noop };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(req),
+        }
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn the_cache_serves_only_reads_it_fully_covers() {
+        let mut c = EntryCache::default();
+        for i in 5..=9 {
+            c.push(entry(i), 10);
+        }
+        assert_eq!(indexes(c.read(7, &(7..))), Some(vec![7, 8, 9]));
+        assert_eq!(indexes(c.read(6, &(6..8))), Some(vec![6, 7]));
+        assert_eq!(c.read(4, &(4..)), None, "index 4 is only on disk");
+        assert_eq!(indexes(c.read(12, &(12..))), Some(vec![]), "nothing past the log's end");
+        c.truncate_from(8);
+        assert_eq!(indexes(c.read(5, &(5..))), Some(vec![5, 6, 7]));
+        c.purge_through(5);
+        assert_eq!(c.read(5, &(5..)), None);
+        // A gap (after a recovery rewrite) restarts the run.
+        c.push(entry(20), 10);
+        assert_eq!(c.read(7, &(7..)), None);
+        assert_eq!(indexes(c.read(20, &(20..))), Some(vec![20]));
+        assert_eq!(c.bytes, 10);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_bytes() {
+        let mut c = EntryCache::default();
+        for i in 1..=4 {
+            c.push(entry(i), CACHE_MAX_BYTES / 3);
+        }
+        assert_eq!(c.entries.len(), 3);
+        assert_eq!(c.read(1, &(1..)), None);
+        assert_eq!(indexes(c.read(2, &(2..))), Some(vec![2, 3, 4]));
     }
 }

@@ -109,10 +109,9 @@ pub struct NetworkFactory {
     pub handoff: Arc<crate::placement::Handoff>,
 }
 
-impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+impl NetworkFactory {
+    /// A client for `target`, with every check openraft's own clients make.
+    pub(crate) fn peer(&self, target: NodeId, node: &NodeInfo) -> PeerClient {
         PeerClient {
             target,
             addr: node.raft_addr.clone(),
@@ -122,6 +121,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             epoch: self.epoch.clone(),
             handoff: self.handoff.clone(),
         }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        self.peer(target, node)
     }
 }
 
@@ -138,7 +145,14 @@ pub struct PeerClient {
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(&self, rpc: &'static str, req: &Req, timeout: Duration) -> Result<Resp, RpcErr<E>>
+    /// One RPC: `rpc` is `append_entries`, `vote`, `install_snapshot`, or
+    /// `ship` (an AppendEntries of the `shipper`, metered apart).
+    pub(crate) async fn call<Req, Resp, E>(
+        &self,
+        rpc: &'static str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcErr<E>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -165,7 +179,7 @@ impl PeerClient {
         request.set_timeout(timeout);
         let started = Instant::now();
         let result = match rpc {
-            "append_entries" => client.append_entries(request).await,
+            "append_entries" | "ship" => client.append_entries(request).await,
             "vote" => client.vote(request).await,
             _ => client.install_snapshot(request).await,
         };

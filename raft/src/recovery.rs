@@ -92,11 +92,13 @@ pub struct Restarter {
     pub(crate) config: Arc<openraft::Config>,
     pub(crate) network: NetworkFactory,
     pub(crate) shared: SmShared,
+    pub(crate) outbox: Arc<crate::shipper::Outbox>,
+    pub(crate) log_cache: Arc<std::sync::Mutex<crate::log_store::EntryCache>>,
 }
 
 impl Restarter {
     async fn start(&self, id: NodeId) -> Result<Raft, RecoveryError> {
-        let log_store = LogStore::new(self.db.clone());
+        let log_store = LogStore::shared(self.db.clone(), self.outbox.clone(), self.log_cache.clone());
         let sm = StateMachineStore::reopen(self.db.clone(), &self.shared).map_err(RecoveryError::failed)?;
         Raft::new(id, self.config.clone(), self.network.clone(), log_store, sm).await.map_err(RecoveryError::failed)
     }
@@ -215,13 +217,13 @@ pub fn divergent_entries(log: &LogStore, base_term: u64, base_index: u64) -> Res
         for e in &batch {
             if e.log_id.index > base_index || e.log_id.leader_id.term > base_term {
                 if let EntryPayload::Normal(r) = &e.payload {
-                    out.push(LogEntrySummary {
+                    out.extend(r.client_requests().iter().map(|r| LogEntrySummary {
                         index: e.log_id.index,
                         term: e.log_id.leader_id.term,
                         kind: r.command.kind().to_string(),
                         request_id: Some(r.request_id.clone()),
                         actor: Some(r.actor.clone()),
-                    });
+                    }));
                 }
             }
         }

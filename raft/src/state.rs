@@ -163,11 +163,41 @@ fn put<T: Serialize>(muts: &mut Vec<Mutation>, key: String, value: &T) {
     muts.push(Mutation::Put { key, value });
 }
 
+/// Requests one log entry may carry (see `batcher::MAX_BATCH`).
+pub const MAX_REQUESTS_PER_ENTRY: u64 = 4096;
+
+/// Position of the `pos`-th request of the entry at `index` in the dedup
+/// table's eviction order: requests of one batch share the log index.
+pub fn dedup_slot(index: u64, pos: u64) -> u64 {
+    index.saturating_mul(MAX_REQUESTS_PER_ENTRY).saturating_add(pos.min(MAX_REQUESTS_PER_ENTRY - 1))
+}
+
 impl ControlState {
     /// Applies one request at log `index`; returns the response and the keys
     /// to persist. A request id seen before returns the stored response with
     /// `duplicate = true` and changes nothing.
     pub fn apply(&mut self, index: u64, req: &Request, proposed_at_ms: u64) -> (Response, Vec<Mutation>) {
+        let Command::Batch { requests } = &req.command else {
+            return self.apply_one(index, 0, req, proposed_at_ms);
+        };
+        // The batch envelope itself is not remembered: its id is the
+        // leader's, never a client's, and retries resend members, not it.
+        let mut muts = Vec::new();
+        let mut batch = Vec::with_capacity(requests.len());
+        for (pos, r) in requests.iter().enumerate() {
+            let (resp, m) = if matches!(r.command, Command::Batch { .. }) {
+                (Response { index, error: err("InvalidOperation", "nested batch"), ..Default::default() }, Vec::new())
+            } else {
+                self.apply_one(index, pos as u64, r, r.proposed_at_ms)
+            };
+            muts.extend(m);
+            batch.push(resp);
+        }
+        (Response { index, batch, ..Default::default() }, muts)
+    }
+
+    /// One client request, the `pos`-th of its log entry.
+    fn apply_one(&mut self, index: u64, pos: u64, req: &Request, proposed_at_ms: u64) -> (Response, Vec<Mutation>) {
         if let Some(prev) = self.dedup.get(&req.request_id) {
             let mut r = prev.clone();
             r.duplicate = true;
@@ -178,16 +208,17 @@ impl ControlState {
         if error.is_none() {
             self.audit_of(index, req, &mut muts);
         }
-        let resp = Response { index, error, duplicate: false, detail };
-        self.remember(index, &req.request_id, &resp, &mut muts);
+        let resp = Response { index, error, duplicate: false, detail, batch: Vec::new() };
+        self.remember(dedup_slot(index, pos), &req.request_id, &resp, &mut muts);
         (resp, muts)
     }
 
-    fn remember(&mut self, index: u64, id: &str, resp: &Response, muts: &mut Vec<Mutation>) {
+    /// `slot` orders the dedup table for eviction (see [`dedup_slot`]).
+    fn remember(&mut self, slot: u64, id: &str, resp: &Response, muts: &mut Vec<Mutation>) {
         self.dedup.insert(id.to_string(), resp.clone());
-        self.dedup_order.insert(index, id.to_string());
+        self.dedup_order.insert(slot, id.to_string());
         put(muts, format!("dedup/{id}"), resp);
-        muts.push(Mutation::Put { key: format!("dedupidx/{index:020}"), value: id.as_bytes().to_vec() });
+        muts.push(Mutation::Put { key: format!("dedupidx/{slot:020}"), value: id.as_bytes().to_vec() });
         while self.dedup_order.len() > DEDUP_CAPACITY {
             let Some((old_idx, old_id)) = self.dedup_order.pop_first() else { break };
             self.dedup.remove(&old_id);
@@ -205,6 +236,8 @@ impl ControlState {
     ) -> (Option<CommandError>, Option<String>) {
         match cmd {
             Command::Noop => (None, None),
+            // `apply` unpacks batches; one nested inside another is refused there.
+            Command::Batch { .. } => (err("InvalidOperation", "nested batch"), None),
             Command::SetTopology { primary, secondary } => {
                 let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
                 put(muts, "topology".into(), &t);
@@ -666,5 +699,42 @@ mod tests {
         }
         assert_eq!(s.dedup.len(), DEDUP_CAPACITY);
         assert!(!s.dedup.contains_key("r0"));
+    }
+
+    #[test]
+    fn a_batch_applies_each_member_once_with_its_own_answer() {
+        let mut s = ControlState::default();
+        assert!(s.apply(1, &req("p", provider("p1", false)), 0).0.error.is_none());
+        let members = vec![
+            req("a", provider("p2", false)),
+            // Already applied at index 1: replayed, not applied again.
+            req("p", provider("p1", false)),
+            req("b", provider("p2", false)),
+            req("c", Command::Batch { requests: vec![req("d", Command::Noop)] }),
+        ];
+        let batch = req("batch-1", Command::Batch { requests: members.clone() });
+        let (r, muts) = s.apply(2, &batch, 0);
+        assert!(r.error.is_none() && !r.duplicate);
+        assert_eq!(r.batch.len(), 4);
+        assert!(r.batch[0].error.is_none() && r.batch[0].index == 2);
+        assert!(r.batch[1].duplicate && r.batch[1].index == 1);
+        assert_eq!(r.batch[2].error.as_ref().map(|e| e.code.as_str()), Some("Conflict"), "{:?}", r.batch[2]);
+        assert_eq!(r.batch[3].error.as_ref().map(|e| e.code.as_str()), Some("InvalidOperation"));
+        assert!(!s.dedup.contains_key("batch-1"), "the envelope is not a client request");
+        assert!(!s.dedup.contains_key("d"), "a nested batch applies nothing");
+        // Members of one entry get distinct eviction slots.
+        let slots: Vec<&String> = muts
+            .iter()
+            .filter_map(|m| match m {
+                Mutation::Put { key, .. } if key.starts_with("dedupidx/") => Some(key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(slots.len(), 2, "{slots:?}");
+        assert_ne!(slots[0], slots[1]);
+        // A retry of the whole batch (same member ids) changes nothing.
+        let (again, muts) = s.apply(3, &req("batch-2", Command::Batch { requests: members }), 0);
+        assert!(again.batch[0].duplicate && again.batch[0].index == 2);
+        assert!(muts.is_empty(), "{muts:?}");
     }
 }

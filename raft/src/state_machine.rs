@@ -226,8 +226,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => out.push(Response { index: entry.log_id.index, ..Default::default() }),
                     EntryPayload::Normal(req) => {
                         let (resp, muts) = state.apply(entry.log_id.index, &req, req.proposed_at_ms);
-                        metrics::counter!("attest_control_commands_applied_total", "kind" => req.command.kind())
-                            .increment(1);
+                        for r in req.client_requests() {
+                            metrics::counter!("attest_control_commands_applied_total", "kind" => r.command.kind())
+                                .increment(1);
+                        }
                         for m in muts {
                             match m {
                                 Mutation::Put { key, value } => batch.put_cf(self.cf_state(), key.as_bytes(), value),

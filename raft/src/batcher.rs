@@ -1,0 +1,154 @@
+//! Group commit: concurrent writes on the leader proposed as one log entry.
+//!
+//! Why: openraft 0.9's core runs its storage commands after every
+//! `client_write` message (`process_raft_msg`), so each proposal costs the
+//! leader one synced log append, and the followers one per AppendEntries
+//! that carries it, all inside the single Raft core task. Under many
+//! concurrent writers that per-proposal cost, not the disk's bandwidth,
+//! caps throughput (see BENCHMARKS.md).
+//!
+//! The batcher keeps at most [`MAX_PROPOSALS_IN_FLIGHT`] proposals
+//! outstanding; requests that arrive meanwhile wait in a queue and leave
+//! together in the next proposal, as one `Command::Batch` entry of at most
+//! [`MAX_BATCH`] requests. A lone writer sees no added wait: with a free
+//! slot its request is proposed at once, unwrapped. Each member keeps its
+//! own request id, deduplication and response (`ControlState::apply`); a
+//! batch applies in queue order, atomically. Commands that must stand alone
+//! in the log (`Command::batchable`) are proposed alone. A request whose
+//! caller has given up (deadline) before it left the queue is dropped
+//! unproposed.
+
+use std::collections::VecDeque;
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+use crate::command::{Command, Request, Response};
+use crate::types::{NodeId, NodeInfo, Raft};
+
+/// Requests per log entry (well below `state::MAX_REQUESTS_PER_ENTRY`).
+pub const MAX_BATCH: usize = 256;
+/// Proposals the leader has outstanding at once.
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 2;
+
+/// Why a proposal did not commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node does not lead (openraft's hint, if any).
+    NotLeader(Option<NodeId>),
+    Failed(String),
+}
+
+/// The log index the request was applied at and the state machine's answer.
+pub type Proposed = Result<(u64, Response), ProposeError>;
+
+struct Pending {
+    req: Request,
+    done: oneshot::Sender<Proposed>,
+}
+
+/// The handle writers propose through.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+/// The queue the proposing task drains (see [`BatchQueue::run`]).
+pub struct BatchQueue {
+    rx: mpsc::UnboundedReceiver<Pending>,
+}
+
+impl Batcher {
+    pub fn channel() -> (Self, BatchQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, BatchQueue { rx })
+    }
+
+    /// Proposes `req` (alone or with others) and waits until it is applied
+    /// on this node. The caller bounds the wait.
+    pub async fn propose(&self, req: Request) -> Proposed {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Pending { req, done }).is_err() {
+            return Err(ProposeError::Failed("the proposer has stopped".into()));
+        }
+        rx.await.unwrap_or_else(|_| Err(ProposeError::Failed("the proposer stopped before answering".into())))
+    }
+}
+
+impl BatchQueue {
+    /// Proposes queued requests through `raft()` (the current Raft handle;
+    /// it changes when recovery restarts Raft) until shutdown.
+    pub async fn run(mut self, raft: impl Fn() -> Raft, mut shutdown: watch::Receiver<bool>) {
+        let mut queue: VecDeque<Pending> = VecDeque::new();
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                p = self.rx.recv() => match p {
+                    Some(p) => queue.push_back(p),
+                    None => return,
+                },
+            }
+            while let Ok(p) = self.rx.try_recv() {
+                queue.push_back(p);
+            }
+            queue.retain(|p| !p.done.is_closed());
+            while in_flight.len() < MAX_PROPOSALS_IN_FLIGHT && !queue.is_empty() {
+                let take = if queue.front().is_some_and(|p| p.req.command.batchable()) {
+                    queue.iter().take(MAX_BATCH).take_while(|p| p.req.command.batchable()).count()
+                } else {
+                    1
+                };
+                let group: Vec<Pending> = queue.drain(..take).collect();
+                in_flight.spawn(propose_group(raft(), group));
+            }
+            metrics::gauge!("attest_control_proposal_queue").set(queue.len() as f64);
+        }
+    }
+}
+
+async fn propose_group(raft: Raft, mut group: Vec<Pending>) {
+    metrics::histogram!("attest_control_batch_requests").record(group.len() as f64);
+    if group.len() == 1 {
+        if let Some(p) = group.pop() {
+            let r = raft.client_write(p.req).await.map(|r| (r.log_id.index, r.data)).map_err(propose_error);
+            let _ = p.done.send(r);
+        }
+        return;
+    }
+    let (requests, dones): (Vec<Request>, Vec<_>) = group.into_iter().map(|p| (p.req, p.done)).unzip();
+    let batch = Request {
+        request_id: format!("batch-{}", uuid::Uuid::new_v4()),
+        actor: "group-commit".into(),
+        proposed_at_ms: crate::control::now_ms(),
+        command: Command::Batch { requests },
+    };
+    match raft.client_write(batch).await {
+        Ok(r) => {
+            let index = r.log_id.index;
+            let mut answers = r.data.batch.into_iter();
+            for done in dones {
+                let answer = answers.next().map(|a| (index, a)).ok_or_else(|| {
+                    ProposeError::Failed("the batch was answered for fewer requests than it held".into())
+                });
+                let _ = done.send(answer);
+            }
+        }
+        Err(e) => {
+            let e = propose_error(e);
+            for done in dones {
+                let _ = done.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+fn propose_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader(f.leader_id),
+        e => ProposeError::Failed(e.to_string()),
+    }
+}

@@ -1,0 +1,444 @@
+//! Express shipping of new log entries to the secondary region.
+//!
+//! Why: in `sync` mode a write is acknowledged once a secondary-region node
+//! has it on disk. openraft 0.9 keeps one AppendEntries in flight per
+//! follower, and after every commit it sends each follower a commit-only
+//! AppendEntries; across a WAN that message occupies the secondary's stream
+//! for a full round trip, so the next write leaves only when it returns: two
+//! round trips per closed-loop sync write (see BENCHMARKS.md).
+//!
+//! The shipper is a second, pipelined sender, run only by the leader and
+//! only towards secondary-region members while the mode is `sync`. The log
+//! store hands it the leader's new entries *before* its own synced write
+//! (Raft allows a leader to replicate in parallel with its local append,
+//! Ongaro §10.2.1); it sends them at once as an ordinary AppendEntries under
+//! the leader's committed vote, with up to [`MAX_IN_FLIGHT`] requests per
+//! peer outstanding. The follower treats it like any AppendEntries (vote
+//! check, log-consistency check, synced append before it answers), so a
+//! success is a real "on disk there" acknowledgement, which the sync wait
+//! (`ControlPlane::wait_durable`) counts next to openraft's matched index.
+//!
+//! Nothing is reported to openraft: its commit index, leader lease and
+//! per-follower progress stay its own; the follower just finds the entries
+//! already present when openraft's stream sends them (a no-op append).
+//! Raft tolerates duplicated and reordered AppendEntries: a follower
+//! truncates only entries that conflict with the leader's, and a request
+//! that arrives ahead of its predecessor is refused as a conflict, which
+//! only makes the shipper resend from the last acknowledged entry. The
+//! commit index sent is the leader's applied index (never ahead of its
+//! commit). Requests go through `PeerClient::call`, so a fenced node or a
+//! leader pausing replication for a handoff ships nothing.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+use openraft::{LeaderId, ServerState};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::command::ReplicationMode;
+use crate::control::{secondary_members, ControlPlane};
+use crate::network::{NetworkFactory, PeerClient};
+use crate::types::{Entry, LogId, NodeId, NodeInfo, TypeConfig};
+
+/// Requests outstanding per secondary peer.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Entries per request.
+const MAX_BATCH: usize = 256;
+/// Entries the outbox keeps for peers that have not acknowledged them; a
+/// peer further behind is left to openraft's own replication.
+const MAX_KEPT: usize = 4096;
+
+type Leader = LeaderId<NodeId>;
+
+/// The secondary peers' acknowledgements under the current leader.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Acks {
+    /// The leader (term, node) the acknowledgements belong to.
+    pub leader: Option<Leader>,
+    /// Peer → highest index it acknowledged (it holds the leader's log up
+    /// to there, on disk).
+    pub matched: BTreeMap<NodeId, u64>,
+}
+
+/// New entries of this node's own leadership, kept for shipping, and what
+/// the secondary peers acknowledged. Shared by the log store (which offers
+/// entries), the shipper task and the sync wait.
+pub struct Outbox {
+    kept: Mutex<Kept>,
+    /// Mirrors `kept.leader.is_some()` so that followers' appends skip the lock.
+    leading: AtomicBool,
+    appended: Notify,
+    acks: watch::Sender<Acks>,
+}
+
+#[derive(Default)]
+struct Kept {
+    leader: Option<Leader>,
+    entries: VecDeque<Entry>,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self {
+            kept: Mutex::default(),
+            leading: AtomicBool::new(false),
+            appended: Notify::new(),
+            acks: watch::channel(Acks::default()).0,
+        }
+    }
+}
+
+impl Outbox {
+    fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called by the log store before it writes `entries`: keeps those this
+    /// node proposed as the current leader.
+    pub(crate) fn offer(&self, entries: &[Entry]) {
+        if !self.leading.load(Ordering::Acquire) || entries.is_empty() {
+            return;
+        }
+        let mut k = self.kept();
+        let Some(leader) = k.leader else { return };
+        let mut added = false;
+        for e in entries.iter().filter(|e| e.log_id.leader_id == leader) {
+            if k.entries.back().is_some_and(|last| last.log_id.index + 1 != e.log_id.index) {
+                k.entries.clear();
+            }
+            k.entries.push_back(e.clone());
+            added = true;
+        }
+        while k.entries.len() > MAX_KEPT {
+            k.entries.pop_front();
+        }
+        drop(k);
+        if added {
+            self.appended.notify_one();
+        }
+    }
+
+    /// Starts (or stops, with `None`) keeping entries for `leader`; a change
+    /// drops what was kept and acknowledged under the previous one.
+    fn set_leader(&self, leader: Option<Leader>) {
+        let mut k = self.kept();
+        if k.leader == leader {
+            return;
+        }
+        k.leader = leader;
+        k.entries.clear();
+        self.leading.store(leader.is_some(), Ordering::Release);
+        drop(k);
+        self.acks.send_modify(|a| {
+            a.leader = leader;
+            a.matched.clear();
+        });
+    }
+
+    /// Kept entries after `index`, if the outbox still holds the next one.
+    fn after(&self, index: u64, max: usize) -> Option<Vec<Entry>> {
+        let k = self.kept();
+        let first = k.entries.front()?.log_id.index;
+        if index + 1 < first {
+            return None;
+        }
+        let skip = usize::try_from(index + 1 - first).ok()?;
+        Some(k.entries.iter().skip(skip).take(max).cloned().collect())
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.kept().entries.back().map(|e| e.log_id.index)
+    }
+
+    fn trim_through(&self, index: u64) {
+        let mut k = self.kept();
+        while k.entries.front().is_some_and(|e| e.log_id.index <= index) {
+            k.entries.pop_front();
+        }
+    }
+
+    fn record_ack(&self, leader: Leader, peer: NodeId, index: u64) {
+        self.acks.send_if_modified(|a| {
+            if a.leader != Some(leader) {
+                return false;
+            }
+            let m = a.matched.entry(peer).or_insert(0);
+            if index > *m {
+                *m = index;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Watches the acknowledgements (the sync wait wakes on them).
+    pub fn acks(&self) -> watch::Receiver<Acks> {
+        self.acks.subscribe()
+    }
+
+    /// True when one of `members` acknowledged `index` (or later) to the
+    /// shipper under `leader`.
+    pub fn durable_on(&self, leader: &Leader, members: &[NodeId], index: u64) -> bool {
+        let a = self.acks.borrow();
+        a.leader.as_ref() == Some(leader) && members.iter().any(|id| a.matched.get(id).is_some_and(|m| *m >= index))
+    }
+}
+
+/// Per-peer shipping state within one leadership.
+struct Peer {
+    client: Arc<PeerClient>,
+    /// Last entry sent (optimistically matched) and last acknowledged.
+    sent: Option<LogId>,
+    acked: Option<LogId>,
+    in_flight: usize,
+    /// After a failure, wait for the next tick before sending again.
+    retry_at: Option<Instant>,
+}
+
+type Done = (NodeId, Leader, LogId, Result<AppendEntriesResponse<NodeId>, String>);
+
+/// The leader's shipping task (see the module docs).
+pub struct Shipper {
+    pub control: Arc<ControlPlane>,
+    pub network: NetworkFactory,
+}
+
+impl Shipper {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let outbox = self.control.outbox.clone();
+        let tick = Duration::from_millis(self.control.timing.heartbeat_ms.clamp(10, 500));
+        let rpc_timeout = Duration::from_millis(self.control.timing.election_timeout_min_ms.max(200));
+        let mut leader: Option<Leader> = None;
+        let mut peers: HashMap<NodeId, Peer> = HashMap::new();
+        let mut inflight: JoinSet<Done> = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = outbox.appended.notified() => {}
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Ok(done) = done {
+                        Self::completed(&outbox, &mut peers, leader, done, tick);
+                    }
+                }
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return,
+            }
+            let Some(plan) = self.plan() else {
+                if leader.take().is_some() {
+                    outbox.set_leader(None);
+                    peers.clear();
+                }
+                continue;
+            };
+            if leader != Some(plan.leader) {
+                leader = Some(plan.leader);
+                outbox.set_leader(leader);
+                peers.clear();
+            }
+            peers.retain(|id, _| plan.members.iter().any(|(m, _, _)| m == id));
+            let now = Instant::now();
+            let mut lowest_ack: Option<u64> = None;
+            for (id, info, matched) in &plan.members {
+                let p = peers.entry(*id).or_insert_with(|| Peer {
+                    client: Arc::new(self.network.peer(*id, info)),
+                    sent: None,
+                    acked: None,
+                    in_flight: 0,
+                    retry_at: None,
+                });
+                lowest_ack = Some(lowest_ack.map_or(index_of(p.acked), |l| l.min(index_of(p.acked))));
+                if p.in_flight >= MAX_IN_FLIGHT || p.retry_at.is_some_and(|t| now < t) {
+                    continue;
+                }
+                p.retry_at = None;
+                // The furthest point the peer is known (or assumed, for
+                // requests still in flight) to match the leader's log.
+                let Some(base) = [p.sent, p.acked, *matched].into_iter().flatten().max_by_key(|l| l.index) else {
+                    continue;
+                };
+                if outbox.last_index().is_none_or(|last| last <= base.index) {
+                    continue;
+                }
+                let Some(entries) = self.entries_after(&outbox, base.index) else {
+                    continue;
+                };
+                let Some(last) = entries.last().map(|e| e.log_id) else { continue };
+                let req = AppendEntriesRequest::<TypeConfig> {
+                    vote: plan.vote,
+                    prev_log_id: Some(base),
+                    entries,
+                    leader_commit: plan.applied,
+                };
+                metrics::counter!("attest_raft_ship_entries_total").increment(last.index - base.index);
+                p.sent = Some(last);
+                p.in_flight += 1;
+                let client = p.client.clone();
+                let (peer, lead) = (*id, plan.leader);
+                inflight.spawn(async move {
+                    let r = client.call::<_, _, openraft::error::Infallible>("ship", &req, rpc_timeout).await;
+                    (peer, lead, last, r.map_err(|e| e.to_string()))
+                });
+            }
+            if let Some(low) = lowest_ack.filter(|l| *l > 0) {
+                outbox.trim_through(low);
+            }
+        }
+    }
+
+    /// What to ship to whom, or None when this node should not ship now.
+    fn plan(&self) -> Option<Plan> {
+        let c = &self.control;
+        if !c.timing.ship_to_secondary || c.epoch.is_fenced() || c.handoff.draining() {
+            return None;
+        }
+        let (mode, secondary) =
+            c.state.read(|s| (s.replication.mode, s.topology.as_ref().and_then(|t| t.secondary.clone())));
+        let secondary = secondary?;
+        if mode != ReplicationMode::Sync || c.region == secondary {
+            return None;
+        }
+        let rx = c.raft().metrics();
+        let m = rx.borrow();
+        if m.state != ServerState::Leader || !m.vote.is_committed() || m.vote.leader_id().node_id != c.id {
+            return None;
+        }
+        let leader = *m.vote.leader_id();
+        let members = secondary_members(&m, &secondary)
+            .into_iter()
+            .filter_map(|id| {
+                let info = m.membership_config.membership().get_node(&id)?.clone();
+                let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
+                Some((id, info, matched))
+            })
+            .collect::<Vec<_>>();
+        if members.is_empty() {
+            return None;
+        }
+        Some(Plan { leader, vote: m.vote, applied: m.last_applied, members })
+    }
+
+    /// Entries after `index`: from the outbox, or (a peer a little behind
+    /// what the outbox keeps) from the local log. None when they are not
+    /// contiguous from `index + 1`.
+    fn entries_after(&self, outbox: &Outbox, index: u64) -> Option<Vec<Entry>> {
+        let entries = match outbox.after(index, MAX_BATCH) {
+            Some(e) => e,
+            None => self.control.log.entries_from(index + 1, MAX_BATCH).ok()?,
+        };
+        let contiguous = entries.iter().enumerate().all(|(i, e)| e.log_id.index == index + 1 + i as u64);
+        (contiguous && !entries.is_empty()).then_some(entries)
+    }
+
+    fn completed(
+        outbox: &Outbox,
+        peers: &mut HashMap<NodeId, Peer>,
+        leader: Option<Leader>,
+        done: Done,
+        tick: Duration,
+    ) {
+        let (peer, lead, last, result) = done;
+        if leader != Some(lead) {
+            return;
+        }
+        let Some(p) = peers.get_mut(&peer) else { return };
+        p.in_flight = p.in_flight.saturating_sub(1);
+        let peer_label = peer.to_string();
+        let (acked, label) = match result {
+            Ok(AppendEntriesResponse::Success) => (Some(last), "ok"),
+            Ok(AppendEntriesResponse::PartialSuccess(m)) => (m, "partial"),
+            Ok(AppendEntriesResponse::Conflict) => (None, "conflict"),
+            Ok(AppendEntriesResponse::HigherVote(_)) => {
+                p.retry_at = Some(Instant::now() + tick);
+                (None, "higher_vote")
+            }
+            Err(_) => {
+                p.retry_at = Some(Instant::now() + tick);
+                (None, "error")
+            }
+        };
+        metrics::counter!("attest_raft_ship_rpcs_total", "peer" => peer_label, "result" => label).increment(1);
+        match acked {
+            Some(a) if index_of(Some(a)) >= index_of(p.acked) => {
+                p.acked = Some(a);
+                outbox.record_ack(lead, peer, a.index);
+            }
+            Some(_) => {}
+            // Resend from what the peer acknowledged.
+            None => p.sent = p.acked,
+        }
+        if p.sent.is_some_and(|s| s.index < index_of(p.acked)) {
+            p.sent = p.acked;
+        }
+    }
+}
+
+struct Plan {
+    leader: Leader,
+    vote: crate::types::Vote,
+    applied: Option<LogId>,
+    members: Vec<(NodeId, NodeInfo, Option<LogId>)>,
+}
+
+fn index_of(l: Option<LogId>) -> u64 {
+    l.map_or(0, |l| l.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, Request};
+
+    fn entry(term: u64, node: NodeId, index: u64) -> Entry {
+        let req = Request {
+            request_id: format!("r{index}"),
+            actor: "t".into(),
+            proposed_at_ms: 0,
+            command: Command::DeleteCollateral { key: "k".into() },
+        };
+        Entry { log_id: LogId::new(LeaderId::new(term, node), index), payload: openraft::EntryPayload::Normal(req) }
+    }
+
+    #[test]
+    fn keeps_only_the_current_leaders_own_contiguous_entries() {
+        let o = Outbox::default();
+        o.offer(&[entry(1, 1, 1)]);
+        assert_eq!(o.last_index(), None, "nothing is kept while not leading");
+        o.set_leader(Some(LeaderId::new(2, 1)));
+        // A follower append from another leader is not ours to ship.
+        o.offer(&[entry(2, 3, 5), entry(2, 1, 6)]);
+        assert_eq!(o.last_index(), Some(6));
+        o.offer(&[entry(2, 1, 7), entry(2, 1, 8)]);
+        assert_eq!(o.after(6, 10).map(|v| v.len()), Some(2));
+        assert!(o.after(4, 10).is_none(), "index 5 is not kept: the caller must read the log");
+        // A gap restarts the kept run.
+        o.offer(&[entry(2, 1, 20)]);
+        assert!(o.after(8, 10).is_none());
+        assert_eq!(o.after(19, 10).map(|v| v.len()), Some(1));
+        o.trim_through(20);
+        assert_eq!(o.last_index(), None);
+        o.set_leader(None);
+        o.offer(&[entry(2, 1, 21)]);
+        assert_eq!(o.last_index(), None);
+    }
+
+    #[test]
+    fn acknowledgements_count_only_under_their_leader() {
+        let o = Outbox::default();
+        let l = LeaderId::new(3, 1);
+        o.set_leader(Some(l));
+        o.record_ack(l, 4, 10);
+        o.record_ack(l, 4, 7);
+        o.record_ack(LeaderId::new(2, 1), 5, 99);
+        assert!(o.durable_on(&l, &[4, 5], 10));
+        assert!(!o.durable_on(&l, &[4, 5], 11));
+        assert!(!o.durable_on(&l, &[5], 1));
+        assert!(!o.durable_on(&LeaderId::new(4, 2), &[4], 1));
+        o.set_leader(Some(LeaderId::new(4, 1)));
+        assert!(!o.durable_on(&LeaderId::new(4, 1), &[4], 1), "a new leadership starts with no acknowledgements");
+    }
+}
