@@ -213,7 +213,11 @@ impl Shipper {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let outbox = self.control.outbox.clone();
         let tick = Duration::from_millis(self.control.timing.heartbeat_ms.clamp(10, 500));
-        let rpc_timeout = Duration::from_millis(self.control.timing.election_timeout_min_ms.max(200));
+        // openraft gives its AppendEntries the heartbeat interval; so do we,
+        // so that a WAN slower than that envelope still reads as silence and
+        // degrades the mode to `async` (the brief's slow-WAN semantics)
+        // instead of being papered over by slower, successful shipments.
+        let rpc_timeout = Duration::from_millis(self.control.timing.heartbeat_ms.max(1));
         let mut leader: Option<Leader> = None;
         let mut peers: HashMap<NodeId, Peer> = HashMap::new();
         let mut inflight: JoinSet<Done> = JoinSet::new();
