@@ -133,6 +133,9 @@ pub fn attestd_policy_writes(http: reqwest::Client, urls: Vec<String>, provider:
             if !r.status().is_success() {
                 bail!("status {}", r.status());
             }
+            // Read the body: a dropped, unread HTTP/2 response is a stream
+            // reset, and h2 closes a connection after 1024 of them.
+            r.bytes().await?;
             Ok(())
         })
     })
@@ -150,6 +153,7 @@ pub fn etcd_puts(http: reqwest::Client, endpoints: Vec<String>, value_bytes: usi
             if !r.status().is_success() {
                 bail!("status {}", r.status());
             }
+            r.bytes().await?;
             Ok(())
         })
     })
