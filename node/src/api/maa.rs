@@ -121,6 +121,22 @@ pub async fn authorize(app: &AppState, headers: &HeaderMap, role: Role) -> ApiRe
 }
 
 /// A management-result JWT signed by this node for `provider`.
+/// Writes `cmd` and signs the policy result token meanwhile: the token does
+/// not depend on the write's outcome, and signing it (RSA: ~0.8 ms) after a
+/// sync write had returned added to every policy write's latency. The write
+/// is proposed first (`join!` polls in order); the token is returned only
+/// with an acknowledged write, the write's error first.
+async fn write_and_sign(
+    app: &AppState,
+    headers: &HeaderMap,
+    cmd: Command,
+    provider: &ProviderView,
+    claims: Map<String, Value>,
+) -> ApiResult<(WriteOutcome, String)> {
+    let (out, token) = tokio::join!(write(app, headers, cmd), async { result_token(app, provider, claims) });
+    Ok((out?, token?))
+}
+
 fn result_token(app: &AppState, provider: &ProviderView, body: Map<String, Value>) -> ApiResult<String> {
     use base64::Engine as _;
     let now = (app.clock)();
@@ -359,14 +375,13 @@ pub async fn put_policy(
         document: policy_text,
         meta,
     };
-    let out = write(&app, &headers, cmd).await?;
     let mut claims = Map::new();
     claims.insert("x-ms-policy-result".into(), "Updated".into());
     claims.insert("x-ms-policy-token-hash".into(), tok_hash.into());
     if let Some(s) = signer {
         claims.insert("x-ms-policy-signer".into(), s);
     }
-    let token = result_token(&app, &provider, claims)?;
+    let (out, token) = write_and_sign(&app, &headers, cmd, &provider, claims).await?;
     Ok(token_response(StatusCode::OK, token, Some(&out)))
 }
 
@@ -405,13 +420,12 @@ pub async fn policy_action(
         s.verify_trusted(&signer_ders(&app, &provider), (app.clock)()).map_err(jws_error)?;
     }
     let cmd = Command::ResetPolicy { provider: provider.name.clone(), attestation_type: ty.as_str().to_string() };
-    let out = write(&app, &headers, cmd).await?;
     let mut claims = Map::new();
     claims.insert("x-ms-policy-result".into(), "Removed".into());
     if let Some(s) = signer {
         claims.insert("x-ms-policy-signer".into(), s.jwk);
     }
-    let token = result_token(&app, &provider, claims)?;
+    let (out, token) = write_and_sign(&app, &headers, cmd, &provider, claims).await?;
     Ok(token_response(StatusCode::OK, token, Some(&out)))
 }
 
