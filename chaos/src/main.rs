@@ -489,21 +489,21 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                     "unknown token algorithm {a} (RS256, ES256 or PS256)"
                 );
             }
+            let spec_for = |clients: usize| LoadSpec {
+                clients,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(2),
+                value_bytes,
+            };
             println!("| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors |");
             println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
             if etcd {
                 let e = Etcd::start(&dir.join("etcd")).await?;
                 let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
                 for c in &clients {
-                    let spec = LoadSpec {
-                        clients: *c,
-                        duration: Duration::from_secs(seconds),
-                        warmup: Duration::from_secs(2),
-                        value_bytes,
-                    };
                     let r = run_load(
                         "etcd 3.4 (3 members)",
-                        &spec,
+                        &spec_for(*c),
                         etcd_puts(http.clone(), e.client_urls.clone(), value_bytes),
                     )
                     .await;
@@ -539,12 +539,6 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                             .await?;
                         anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
                         for c in &clients {
-                            let spec = LoadSpec {
-                                clients: *c,
-                                duration: Duration::from_secs(seconds),
-                                warmup: Duration::from_secs(2),
-                                value_bytes,
-                            };
                             let op = attestd_policy_writes(
                                 cluster.http().clone(),
                                 urls.clone(),
@@ -555,7 +549,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                                 "attestd sync {alg}{}, WAN RTT {rtt} ms",
                                 if ship { "" } else { ", no express shipping" }
                             );
-                            let r = run_load(&label, &spec, op).await;
+                            let r = run_load(&label, &spec_for(*c), op).await;
                             println!("{}", r.row());
                         }
                     }

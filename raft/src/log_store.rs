@@ -167,8 +167,12 @@ impl LogStore {
     }
 
     /// Up to `limit` entries from `from` on, as stored locally (committed
-    /// or not). For operators and recovery reports, not for Raft.
+    /// or not): operators, recovery reports and the shipper's catch-up.
     pub fn entries_from(&self, from: u64, limit: usize) -> Result<Vec<Entry>, StorageError> {
+        let end = from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
+        if let Some(hit) = self.cached().read(from, &(from..end)) {
+            return Ok(hit);
+        }
         let mut out = Vec::new();
         let it = self.db.iterator_cf(self.cf_logs(), IteratorMode::From(&index_key(from), Direction::Forward));
         for item in it.take(limit) {
