@@ -10,10 +10,14 @@
 //!
 //! 1. the placement conditions hold for `leader_return_ms`: this node leads,
 //!    it is outside the topology's primary region, no recovery step runs,
-//!    and enough primary voters to form a quorum are reachable and have
-//!    every entry of its log;
-//! 2. it stops taking writes (they wait and go to the next leader) and
-//!    waits for its in-flight writes to finish;
+//!    and enough primary voters to form a quorum are reachable (recent
+//!    contact) and replicating (they have matched some of its log);
+//! 2. it stops taking writes (they wait and go to the next leader), waits
+//!    for its in-flight writes to finish and then for a quorum of primary
+//!    voters to hold every entry of its log. (Only now: under a steady
+//!    write load some entry is nearly always in flight across the WAN, so
+//!    "every primary voter is caught up" rarely holds at a given instant
+//!    and never for `leader_return_ms` in a row.)
 //! 3. it tells every member that a handoff runs (`handoff-notice`, two
 //!    leases long): meanwhile followers do not answer writes with
 //!    `ControlPlaneReadOnly` for want of leader contact, they wait for the
@@ -107,12 +111,27 @@ impl Handoff {
     }
 }
 
+/// Whether a handoff target must already hold this leader's whole log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CaughtUp {
+    /// Replicating at all is enough (the settle period, while writes flow).
+    NotRequired,
+    /// Every entry (after draining, when the log no longer grows).
+    Required,
+}
+
 /// The primary voter to hand leadership to, when this node should hand it
-/// over now: it leads from outside the topology's primary region, takes
-/// writes, and enough primary voters for a quorum are reachable and hold
-/// its whole log (the most caught-up of them is chosen). Runs every tick on
-/// every node, so the cheap checks come before the metrics are read.
-fn handoff_target(control: &ControlPlane, contacts: &PeerContacts, fresh: Duration) -> Option<NodeId> {
+/// over: it leads from outside the topology's primary region, takes writes,
+/// and enough primary voters for a quorum are reachable and replicating —
+/// or, with [`CaughtUp::Required`], hold its whole log (the most caught-up
+/// of them is chosen). Runs every tick on every node, so the cheap checks
+/// come before the metrics are read.
+fn handoff_target(
+    control: &ControlPlane,
+    contacts: &PeerContacts,
+    fresh: Duration,
+    caught_up: CaughtUp,
+) -> Option<NodeId> {
     let primary = control.state.read(|s| s.topology.as_ref().map(|t| t.primary.clone()))?;
     if control.region == primary || control.refusal().is_some() {
         return None;
@@ -131,7 +150,7 @@ fn handoff_target(control: &ControlPlane, contacts: &PeerContacts, fresh: Durati
         .filter(|id| contacts.last(*id).is_some_and(|t| t.elapsed() < fresh))
         .filter_map(|id| {
             let matched = m.replication.as_ref()?.get(&id).cloned().flatten()?.index;
-            (matched >= last).then_some((matched, id))
+            (caught_up == CaughtUp::NotRequired || matched >= last).then_some((matched, id))
         })
         .collect();
     if ready.len() < quorum {
@@ -161,7 +180,7 @@ impl Placement {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => return,
             }
-            let Some(target) = handoff_target(&self.control, &self.contacts, fresh) else {
+            let Some(target) = handoff_target(&self.control, &self.contacts, fresh, CaughtUp::NotRequired) else {
                 since = None;
                 continue;
             };
@@ -172,49 +191,36 @@ impl Placement {
             // Recovery steps move membership and leadership themselves.
             let Ok(_recovery) = self.control.recovery_lock.try_lock() else { continue };
             let started = Instant::now();
-            let result = self.hand_off(target).await;
+            let result = self.hand_off(fresh).await;
             self.control.handoff.end();
             since = None;
             let outcome = match &result {
-                Ok(()) => "ok",
+                Ok(_) => "ok",
                 Err(_) => "failed",
             };
             metrics::counter!("attest_raft_leader_handoffs_total", "result" => outcome).increment(1);
             match result {
-                Ok(()) => tracing::info!(
-                    to = target,
+                Ok(to) => tracing::info!(
+                    to,
                     took_ms = started.elapsed().as_millis() as u64,
                     "leadership handed back to the primary region"
                 ),
                 Err(e) => {
                     not_before = Instant::now() + Duration::from_secs(30);
-                    tracing::warn!(to = target, error = %e, "leadership handoff to the primary region failed; retrying in 30 s");
+                    tracing::warn!(candidate = target, error = %e, "leadership handoff to the primary region failed; retrying in 30 s");
                 }
             }
         }
     }
 
-    async fn hand_off(&self, target: NodeId) -> Result<(), String> {
+    /// Hands leadership to the most caught-up primary voter; returns it.
+    async fn hand_off(&self, fresh: Duration) -> Result<NodeId, String> {
         let c = &self.control;
         let t = &c.timing;
         let lease = Duration::from_millis(t.election_timeout_max_ms);
         let beat = Duration::from_millis(t.heartbeat_ms.max(10));
-        let m = c.raft().metrics().borrow().clone();
-        let members: Vec<(NodeId, String)> = m
-            .membership_config
-            .membership()
-            .nodes()
-            .filter(|(id, _)| **id != c.id)
-            .map(|(id, n)| (*id, n.raft_addr.clone()))
-            .collect();
-        let target_addr = members
-            .iter()
-            .find(|(id, _)| *id == target)
-            .map(|(_, a)| a.clone())
-            .ok_or_else(|| format!("node {target} is not a member"))?;
         tracing::info!(
-            to = target,
-            term = m.current_term,
+            term = c.raft().metrics().borrow().current_term,
             "leader outside the primary region: handing leadership back (writes pause for about {} ms)",
             lease.as_millis()
         );
@@ -228,6 +234,35 @@ impl Placement {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // The log no longer grows: a quorum of primary voters catches up
+        // within a replication round trip (bounded by one lease).
+        let catch_up_deadline = Instant::now() + lease;
+        let target = loop {
+            if let Some(t) = handoff_target(c, &self.contacts, fresh, CaughtUp::Required) {
+                break t;
+            }
+            if Instant::now() >= catch_up_deadline {
+                return Err(format!(
+                    "no quorum of primary voters held the whole log within {} ms of draining",
+                    lease.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let m = c.raft().metrics().borrow().clone();
+        let members: Vec<(NodeId, String)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != c.id)
+            .map(|(id, n)| (*id, n.raft_addr.clone()))
+            .collect();
+        let target_addr = members
+            .iter()
+            .find(|(id, _)| *id == target)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| format!("node {target} is not a member"))?;
+        tracing::info!(to = target, term = m.current_term, "primary voters caught up; handing over");
         // Pause (one lease) + election fit in two leases: followers hold
         // back read-only answers no longer than the read-only bound
         // (2 × the election timeout), even if this node dies now.
@@ -247,7 +282,7 @@ impl Placement {
         loop {
             let m = rx.borrow_and_update().clone();
             if m.state != ServerState::Leader || m.current_term > term {
-                return Ok(());
+                return Ok(target);
             }
             if Instant::now() >= deadline {
                 return Err(format!("node {target} did not take over within {} ms", (lease * 2).as_millis()));

@@ -239,22 +239,48 @@ async fn a_secondary_leader_hands_leadership_back_to_the_primary() {
 
     c.start(primary[1]).expect("restart");
     c.start(primary[2]).expect("restart");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut seen = Value::Null;
-    let back = loop {
-        if let Ok(s) = status(&c, primary[1]).await {
-            if s["leader_region"].as_str() == Some(c.spec.primary_region.as_str()) {
-                break s["leader"].as_u64();
+    // Writes keep flowing through the secondary leader while leadership goes
+    // back: with a steady load some entry is nearly always in flight, and
+    // the handoff must still happen (the drills run it under load).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let writer = async {
+        let mut ok = Vec::new();
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let name = format!("handback{i}");
+            if create_provider(&c, first, &name, &format!("rid-{name}")).await.is_ok_and(|r| r.ok()) {
+                ok.push(name);
             }
-            seen = s;
+            i += 1;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "leadership never came back to the primary; last status {seen}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        ok
     };
-    eprintln!("leadership back in the primary region at node {back:?} (was node {first})");
+    let wait_back = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut seen = Value::Null;
+        let back = loop {
+            if let Ok(s) = status(&c, primary[1]).await {
+                if s["leader_region"].as_str() == Some(c.spec.primary_region.as_str()) {
+                    break s["leader"].as_u64();
+                }
+                seen = s;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                panic!("leadership never came back to the primary under write load; last status {seen}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        back
+    };
+    let (under_load, back) = futures::future::join(writer, wait_back).await;
+    eprintln!(
+        "leadership back in the primary region at node {back:?} (was node {first}); {} writes acknowledged meanwhile",
+        under_load.len()
+    );
+    assert!(!under_load.is_empty(), "no write was acknowledged while leadership went back");
+    acked.extend(under_load);
     for (i, id) in c.ids().into_iter().enumerate() {
         let name = format!("after{i}");
         create_until_ok(&c, id, &name, CONVERGE).await;

@@ -44,6 +44,30 @@ const PORT_VARS: [&str; 8] = [
 ];
 const HEALTHY_WITHIN: Duration = Duration::from_secs(180);
 
+/// The message of this test's panic, kept so that the teardown can print
+/// it again after the container logs and the backtrace: CI shows only the
+/// start and the end of a long failing output, and the middle — where the
+/// panic message is — is what gets cut.
+static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn remember_panic_messages() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            *PANIC_MESSAGE.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("panicked{at}: {msg}"));
+            default(info);
+        }));
+    });
+}
+
 fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
@@ -119,6 +143,7 @@ struct Deployment {
 
 impl Deployment {
     async fn up(compose: Vec<String>) -> anyhow::Result<Self> {
+        remember_panic_messages();
         let dir = tempdir::Dir::new("docker-deploy")?;
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         let project = format!("attestd-test-{suffix}");
@@ -236,6 +261,11 @@ impl Drop for Deployment {
         if std::thread::panicking() {
             eprintln!("--- container logs (last lines per service) ---");
             run_blocking(&compose(&["logs", "--no-color", "--tail", "25"]), true, Duration::from_secs(60));
+            if let Some(msg) = PANIC_MESSAGE.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                // At most the first lines: the failed checks come first.
+                let head: Vec<&str> = msg.lines().take(40).collect();
+                eprintln!("--- why the test failed (repeated from above) ---\n{}", head.join("\n"));
+            }
         }
         run_blocking(&compose(&["down", "-v", "--remove-orphans", "-t", "5"]), false, Duration::from_secs(180));
         let images: Vec<String> =
