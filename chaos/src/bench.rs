@@ -173,51 +173,90 @@ fn value(n: u64, len: usize) -> String {
 pub struct Etcd {
     children: Vec<Child>,
     pub client_urls: Vec<String>,
+    /// The client to use: trusts the cluster's CA when it serves TLS.
+    pub http: reqwest::Client,
     _dir: PathBuf,
 }
 
+/// How the benchmark's etcd is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdSecurity {
+    /// Plain HTTP for clients and peers (etcd's default).
+    Plaintext,
+    /// Configured like attestd: clients over TLS (server certificate), peers
+    /// over mutual TLS, P-256 certificates from the same development PKI.
+    Tls,
+}
+
 impl Etcd {
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+    pub async fn start(dir: &Path, security: EtcdSecurity) -> anyhow::Result<Self> {
         let bin = which("etcd").context("etcd not found: apt-get install etcd-server")?;
         let ports = crate::cluster::free_ports(6)?;
-        let initial: Vec<String> = (0..3).map(|i| format!("e{i}=http://127.0.0.1:{}", ports[2 * i + 1])).collect();
+        let tls = security == EtcdSecurity::Tls;
+        let scheme = if tls { "https" } else { "http" };
+        let certs = dir.join("certs");
+        if tls {
+            let names: Vec<String> = (0..3).map(|i| format!("e{i}")).collect();
+            attest_node::pki::generate(&certs, &names, &[]).context("generating etcd certificates")?;
+        }
+        let initial: Vec<String> = (0..3).map(|i| format!("e{i}={scheme}://127.0.0.1:{}", ports[2 * i + 1])).collect();
         let mut children = Vec::new();
         let mut client_urls = Vec::new();
         for i in 0..3 {
             let data = dir.join(format!("etcd-{i}"));
             std::fs::create_dir_all(&data)?;
-            let client = format!("http://127.0.0.1:{}", ports[2 * i]);
-            let peer = format!("http://127.0.0.1:{}", ports[2 * i + 1]);
+            let client = format!("{scheme}://127.0.0.1:{}", ports[2 * i]);
+            let peer = format!("{scheme}://127.0.0.1:{}", ports[2 * i + 1]);
             let log = std::fs::File::create(dir.join(format!("etcd-{i}.log")))?;
-            let child = Command::new(&bin)
-                .args(["--name", &format!("e{i}"), "--data-dir"])
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--name", &format!("e{i}"), "--data-dir"])
                 .arg(&data)
                 .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
                 .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
                 .args(["--initial-cluster", &initial.join(","), "--initial-cluster-state", "new"])
-                .args(["--initial-cluster-token", "attest-bench", "--log-level", "warn"])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()?;
+                .args(["--initial-cluster-token", "attest-bench", "--log-level", "warn"]);
+            if tls {
+                let pem = certs.join(format!("e{i}.pem"));
+                let key = certs.join(format!("e{i}.key"));
+                let ca = certs.join("ca.pem");
+                cmd.arg("--cert-file")
+                    .arg(&pem)
+                    .arg("--key-file")
+                    .arg(&key)
+                    .arg("--peer-cert-file")
+                    .arg(&pem)
+                    .arg("--peer-key-file")
+                    .arg(&key)
+                    .arg("--peer-trusted-ca-file")
+                    .arg(&ca)
+                    .arg("--peer-client-cert-auth");
+            }
+            let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
             children.push(child);
             client_urls.push(client);
         }
-        let http = reqwest::Client::new();
+        let mut http = reqwest::Client::builder().pool_max_idle_per_host(256);
+        if tls {
+            let ca = std::fs::read(certs.join("ca.pem")).context("reading the etcd CA")?;
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca)?);
+        }
+        let http = http.build()?;
+        // Started first so a failed start still kills the members (Drop).
+        let etcd = Self { children, client_urls, http, _dir: dir.to_path_buf() };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let r = http.get(format!("{}/health", client_urls[0])).send().await;
+            let r = etcd.http.get(format!("{}/health", etcd.client_urls[0])).send().await;
             if let Ok(r) = r {
                 if r.status().is_success() && r.text().await.unwrap_or_default().contains("true") {
                     break;
                 }
             }
             if Instant::now() > deadline {
-                bail!("etcd did not become healthy");
+                bail!("etcd ({security:?}) did not become healthy; logs in {}", dir.display());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(Self { children, client_urls, _dir: dir.to_path_buf() })
+        Ok(etcd)
     }
 }
 

@@ -168,7 +168,9 @@ enum BenchCmd {
         /// Round-trip time to inject between the regions (0 = loopback).
         #[arg(long, default_value = "0,20", value_delimiter = ',')]
         wan_rtt_ms: Vec<u64>,
-        /// Also measure etcd (Debian etcd-server) with the same load.
+        /// Also measure etcd (Debian etcd-server) with the same load, twice:
+        /// plaintext (etcd's default) and secured like attestd (TLS to
+        /// clients, mutual TLS between members).
         #[arg(long)]
         etcd: bool,
         /// Token algorithms of the bench provider (comma-separated): MAA
@@ -469,7 +471,7 @@ fn remote_config(
 }
 
 async fn bench(what: BenchCmd) -> anyhow::Result<()> {
-    use attest_chaos::bench::{attestd_policy_writes, etcd_puts, run_load, Etcd, LoadSpec};
+    use attest_chaos::bench::{attestd_policy_writes, etcd_puts, run_load, Etcd, EtcdSecurity, LoadSpec};
     match what {
         BenchCmd::ControlPlane {
             clients,
@@ -498,16 +500,19 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             println!("| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors |");
             println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
             if etcd {
-                let e = Etcd::start(&dir.join("etcd")).await?;
-                let http = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
-                for c in &clients {
-                    let r = run_load(
-                        "etcd 3.4 (3 members)",
-                        &spec_for(*c),
-                        etcd_puts(http.clone(), e.client_urls.clone(), value_bytes),
-                    )
-                    .await;
-                    println!("{}", r.row());
+                // Both ways: etcd's default (plain HTTP everywhere) and etcd
+                // secured as attestd always is (TLS to clients, mutual TLS
+                // between members).
+                for (security, label, sub) in [
+                    (EtcdSecurity::Plaintext, "etcd 3.4 (3 members, plaintext)", "etcd"),
+                    (EtcdSecurity::Tls, "etcd 3.4 (3 members, TLS + peer mTLS)", "etcd-tls"),
+                ] {
+                    let e = Etcd::start(&dir.join(sub), security).await?;
+                    for c in &clients {
+                        let op = etcd_puts(e.http.clone(), e.client_urls.clone(), value_bytes);
+                        let r = run_load(label, &spec_for(*c), op).await;
+                        println!("{}", r.row());
+                    }
                 }
             }
             let ship_settings: &[bool] = if compare_no_ship { &[true, false] } else { &[true] };

@@ -1329,6 +1329,10 @@ mod precise {
 
     /// Below this remainder the precise thread takes over from tokio.
     const COARSE_MARGIN: Duration = Duration::from_millis(2);
+    /// The timer thread busy-waits this last stretch before a deadline:
+    /// more than the kernel's default timer slack (50 µs), which a timed
+    /// wait may add.
+    const SPIN: Duration = Duration::from_micros(60);
 
     struct Due {
         at: std::time::Instant,
@@ -1380,7 +1384,17 @@ mod precise {
                 }
             }
             q = match q.1.peek().map(|d| d.0.at) {
-                Some(at) => t.wake.wait_timeout(q, at - now).unwrap_or_else(|p| p.into_inner()).0,
+                // Close to the deadline, spin (with the lock released)
+                // rather than sleep: a wake-up from a timed wait lands tens
+                // of microseconds late on a loaded machine.
+                Some(at) if at - now <= SPIN => {
+                    drop(q);
+                    while std::time::Instant::now() < at {
+                        std::hint::spin_loop();
+                    }
+                    t.queue.lock().unwrap_or_else(|p| p.into_inner())
+                }
+                Some(at) => t.wake.wait_timeout(q, at - now - SPIN).unwrap_or_else(|p| p.into_inner()).0,
                 None => t.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
             };
         }
