@@ -42,6 +42,25 @@ async fn maa_api_end_to_end() {
     let primary = c.primary_ids()[0];
     let secondary = c.secondary_ids()[0];
     let shared = c.shared_provider(&c.spec.primary_region);
+
+    // --- every node's signing keys are published promptly ---------------
+    // Each node registers an RSA and an EC certificate once the topology
+    // reaches it; a node that started before that used to look again only
+    // after 30 s, and its tokens did not verify elsewhere meanwhile. The
+    // bound is generous against the ~1 s it takes, far below those 30 s.
+    let want = 2 * c.ids().len();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for id in c.ids() {
+        loop {
+            let (_, jwks) = c.get_json(id, "/certs").await.expect("certs");
+            let n = jwks["keys"].as_array().map_or(0, Vec::len);
+            if n >= want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id} lists {n} of {want} node keys 15 s after start: {jwks}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     import_collateral(&c, primary).await;
     c.wait_converged(&c.ids(), 0, Duration::from_secs(60)).await.expect("converged");
 
