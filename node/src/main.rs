@@ -530,12 +530,11 @@ async fn publish_keys(control: Arc<attest_raft::ControlPlane>, keys: Arc<attest_
     let timeout = Duration::from_millis(cfg.limits.write_timeout_ms);
     let retention = i64::from(cfg.tokens.max_validity_minutes) * 60;
     loop {
-        // Until the topology has reached this node (a new or joining node)
-        // there is nothing to compare with yet: look again soon, not in 30 s
-        // — meanwhile tokens it signs would not verify elsewhere.
-        let (ready, missing) =
-            control.state.read(|s| (s.topology.is_some(), s.topology.is_some() && !keys.unpublished(s).is_empty()));
-        if missing {
+        // `None` until the topology has reached this node (a new or joining
+        // node): nothing to compare with yet, so look again soon, not in
+        // 30 s — meanwhile tokens it signs would not verify elsewhere.
+        let missing = control.state.read(|s| s.topology.as_ref().map(|_| !keys.unpublished(s).is_empty()));
+        if missing == Some(true) {
             match keys.publish(&control, timeout).await {
                 Ok(n) if n > 0 => tracing::info!(certificates = n, "published token signing certificates"),
                 Ok(_) => {}
@@ -543,7 +542,7 @@ async fn publish_keys(control: Arc<attest_raft::ControlPlane>, keys: Arc<attest_
             }
         }
         let _ = keys.collect_retired(&control, api::system_clock(), retention, timeout).await;
-        let pause = if missing || !ready { Duration::from_secs(1) } else { Duration::from_secs(30) };
+        let pause = if missing == Some(false) { Duration::from_secs(30) } else { Duration::from_secs(1) };
         tokio::time::sleep(pause).await;
     }
 }

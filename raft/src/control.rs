@@ -54,7 +54,7 @@ pub struct Timing {
     /// Deadline of one snapshot transfer (install) RPC.
     pub install_snapshot_timeout_ms: u64,
     /// A leader outside the primary region hands leadership back once a
-    /// quorum of primary voters has been reachable and caught up for this
+    /// quorum of primary voters has been reachable and replicating for this
     /// long (see `placement`); 0 = never on its own (`admin rebalance`).
     pub leader_return_ms: u64,
     /// In `sync` mode the leader also sends new entries straight to the

@@ -16,18 +16,25 @@ async fn post(c: &Cluster, id: u64, path: &str, body: Value) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-/// `/certs` of node `id` once it lists `kid` (certificate registration
-/// replicates like any write).
-async fn certs_with(c: &Cluster, id: u64, kid: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// `/certs` of node `id` once `done` holds for it (certificate
+/// registration replicates like any write); panics with `what` after
+/// `within`.
+async fn certs_until(c: &Cluster, id: u64, within: Duration, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
     loop {
         let (_, jwks) = c.get_json(id, "/certs").await.expect("certs");
-        if jwks["keys"].as_array().is_some_and(|k| k.iter().any(|k| k["kid"] == kid)) {
+        if done(&jwks) {
             return jwks;
         }
-        assert!(Instant::now() < deadline, "node {id} never published kid {kid}: {jwks}");
+        assert!(Instant::now() < deadline, "node {id}: {what} within {within:?}: {jwks}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// `/certs` of node `id` once it lists `kid`.
+async fn certs_with(c: &Cluster, id: u64, kid: &str) -> Value {
+    let has = |jwks: &Value| jwks["keys"].as_array().is_some_and(|k| k.iter().any(|k| k["kid"] == kid));
+    certs_until(c, id, Duration::from_secs(60), &format!("never published kid {kid}"), has).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,17 +56,11 @@ async fn maa_api_end_to_end() {
     // after 30 s, and its tokens did not verify elsewhere meanwhile. The
     // bound is generous against the ~1 s it takes, far below those 30 s.
     let want = 2 * c.ids().len();
+    let all_keys = |jwks: &Value| jwks["keys"].as_array().map_or(0, Vec::len) >= want;
     let deadline = Instant::now() + Duration::from_secs(15);
     for id in c.ids() {
-        loop {
-            let (_, jwks) = c.get_json(id, "/certs").await.expect("certs");
-            let n = jwks["keys"].as_array().map_or(0, Vec::len);
-            if n >= want {
-                break;
-            }
-            assert!(Instant::now() < deadline, "node {id} lists {n} of {want} node keys 15 s after start: {jwks}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        certs_until(&c, id, left, &format!("not all {want} node keys listed 15 s after start"), all_keys).await;
     }
     import_collateral(&c, primary).await;
     c.wait_converged(&c.ids(), 0, Duration::from_secs(60)).await.expect("converged");

@@ -120,7 +120,6 @@ pub async fn authorize(app: &AppState, headers: &HeaderMap, role: Role) -> ApiRe
     })
 }
 
-/// A management-result JWT signed by this node for `provider`.
 /// Writes `cmd` and signs the policy result token meanwhile: the token does
 /// not depend on the write's outcome, and signing it (RSA: ~0.8 ms) after a
 /// sync write had returned added to every policy write's latency. The write
@@ -137,6 +136,7 @@ async fn write_and_sign(
     Ok((out?, token?))
 }
 
+/// A management-result JWT signed by this node for `provider`.
 fn result_token(app: &AppState, provider: &ProviderView, body: Map<String, Value>) -> ApiResult<String> {
     use base64::Engine as _;
     let now = (app.clock)();
