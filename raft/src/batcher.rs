@@ -114,7 +114,7 @@ async fn propose_group(raft: Raft, mut group: Vec<Pending>) {
     metrics::histogram!("attest_control_batch_requests").record(group.len() as f64);
     if group.len() == 1 {
         if let Some(p) = group.pop() {
-            let r = raft.client_write(p.req).await.map(|r| (r.log_id.index, r.data)).map_err(propose_error);
+            let r = raft.client_write(p.req.into()).await.map(|r| (r.log_id.index, r.data)).map_err(propose_error);
             let _ = p.done.send(r);
         }
         return;
@@ -126,7 +126,7 @@ async fn propose_group(raft: Raft, mut group: Vec<Pending>) {
         proposed_at_ms: crate::control::now_ms(),
         command: Command::Batch { requests },
     };
-    match raft.client_write(batch).await {
+    match raft.client_write(batch.into()).await {
         Ok(r) => {
             let index = r.log_id.index;
             let mut answers = r.data.batch.into_iter();

@@ -6,7 +6,10 @@
 //! a client that retries after a timeout or a leader change gets the original
 //! answer instead of a second application.
 
-use serde::{Deserialize, Serialize};
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::types::NodeId;
 
@@ -223,6 +226,85 @@ impl Request {
     }
 }
 
+/// A [`Request`] as it sits in the Raft log: shared rather than copied
+/// between the log store's cache, the replication streams and the shipper,
+/// and encoded to JSON once.
+///
+/// Why: a leader hands each new entry to its log store, one replication
+/// stream per follower and the shipper; cloning the request (policy text,
+/// metadata) and encoding it again for each of them was the largest CPU
+/// cost of a write after TLS (BENCHMARKS.md, session 10). The encoding is
+/// exactly the request's own JSON, so log records and Raft RPCs are
+/// unchanged on disk and on the wire. A decoded entry keeps the bytes it
+/// was decoded from, so a follower stores what it received without encoding
+/// it again. JSON only: every Raft message and log record is JSON.
+#[derive(Clone)]
+pub struct LogRequest(Arc<Encoded>);
+
+struct Encoded {
+    request: Request,
+    /// `None` inside only if encoding failed (it cannot for these types);
+    /// then the request is encoded directly each time.
+    json: OnceLock<Option<Box<RawValue>>>,
+}
+
+impl LogRequest {
+    pub fn new(request: Request) -> Self {
+        Self(Arc::new(Encoded { request, json: OnceLock::new() }))
+    }
+
+    pub fn request(&self) -> &Request {
+        &self.0.request
+    }
+
+    fn json(&self) -> Option<&RawValue> {
+        self.0.json.get_or_init(|| serde_json::value::to_raw_value(&self.0.request).ok()).as_deref()
+    }
+}
+
+impl From<Request> for LogRequest {
+    fn from(r: Request) -> Self {
+        Self::new(r)
+    }
+}
+
+impl std::ops::Deref for LogRequest {
+    type Target = Request;
+    fn deref(&self) -> &Request {
+        &self.0.request
+    }
+}
+
+impl std::fmt::Debug for LogRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.request.fmt(f)
+    }
+}
+
+impl PartialEq for LogRequest {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.request == o.0.request
+    }
+}
+impl Eq for LogRequest {}
+
+impl Serialize for LogRequest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.json() {
+            Some(raw) => raw.serialize(s),
+            None => self.0.request.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogRequest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let request: Request = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self(Arc::new(Encoded { request, json: OnceLock::from(Some(raw)) })))
+    }
+}
+
 /// What the state machine answered to one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Response {
@@ -246,4 +328,49 @@ pub struct Response {
 pub struct CommandError {
     pub code: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy_request() -> Request {
+        Request {
+            request_id: "r1".into(),
+            actor: "alice".into(),
+            proposed_at_ms: 7,
+            command: Command::SetPolicy {
+                provider: "p1".into(),
+                attestation_type: "SgxEnclave".into(),
+                document: "version=1.0; // \"quoted\" \\ and ünïcode\n".into(),
+                meta: serde_json::json!({"jws": "a.b.", "setBy": "alice"}),
+            },
+        }
+    }
+
+    #[test]
+    fn a_log_request_encodes_exactly_as_its_request_and_keeps_what_it_decoded() {
+        let req = policy_request();
+        let plain = serde_json::to_vec(&req).unwrap();
+        let shared = LogRequest::new(req.clone());
+        assert_eq!(serde_json::to_vec(&shared).unwrap(), plain);
+        // Inside a log entry, as the log store and the transport encode it.
+        let entry = crate::types::Entry {
+            log_id: crate::types::LogId::new(openraft::CommittedLeaderId::new(3, 1), 9),
+            payload: openraft::EntryPayload::Normal(shared.clone()),
+        };
+        let bytes = serde_json::to_vec(&entry).unwrap();
+        let back: crate::types::Entry = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, entry);
+        assert_eq!(serde_json::to_vec(&back).unwrap(), bytes, "re-encoding a decoded entry changes nothing");
+        let openraft::EntryPayload::Normal(r) = &back.payload else { panic!("payload kind changed") };
+        assert_eq!(r.request(), &req);
+    }
+
+    #[test]
+    fn a_malformed_request_inside_valid_json_is_refused() {
+        let bad = br#"{"request_id":"r1","actor":"a","proposed_at_ms":1,"command":{"op":"no_such_op"}}"#;
+        assert!(serde_json::from_slice::<LogRequest>(bad).is_err());
+        assert!(serde_json::from_slice::<LogRequest>(b"{\"request_id\":").is_err());
+    }
 }

@@ -35,7 +35,9 @@ pub struct LogStore {
     cache: Arc<Mutex<EntryCache>>,
 }
 
-/// Entries kept in memory at most, and their encoded size at most.
+/// Entries kept in memory at most, and their encoded size at most (each
+/// holds its encoding too, see `command::LogRequest`: about twice this in
+/// memory).
 const CACHE_MAX_ENTRIES: usize = 8192;
 const CACHE_MAX_BYTES: usize = 32 << 20;
 
@@ -378,7 +380,7 @@ mod tests {
             Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command: Command::Noop };
         Entry {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(req),
+            payload: openraft::EntryPayload::Normal(req.into()),
         }
     }
 

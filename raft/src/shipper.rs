@@ -404,7 +404,10 @@ mod tests {
             proposed_at_ms: 0,
             command: Command::DeleteCollateral { key: "k".into() },
         };
-        Entry { log_id: LogId::new(LeaderId::new(term, node), index), payload: openraft::EntryPayload::Normal(req) }
+        Entry {
+            log_id: LogId::new(LeaderId::new(term, node), index),
+            payload: openraft::EntryPayload::Normal(req.into()),
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Request, Response};
+use crate::command::{LogRequest, Response};
 
 /// Raft node identifier. Stable for the life of a node's data directory.
 pub type NodeId = u64;
@@ -37,7 +37,7 @@ openraft::declare_raft_types!(
     /// region-labelled nodes, snapshots held in memory (the control plane is
     /// small: providers, policies, certificates and collateral).
     pub TypeConfig:
-        D = Request,
+        D = LogRequest,
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
