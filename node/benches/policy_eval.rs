@@ -94,6 +94,14 @@ fn bench(c: &mut Criterion) {
     c.bench_function("policy_compile/default_sgx", |b| {
         b.iter(|| black_box(CompiledPolicy::compile(black_box(DEFAULT_SGX_POLICY))))
     });
+    // What `attest-chaos bench control-plane` writes: a minimal policy
+    // padded to 1 KiB with a line comment.
+    let mut commented =
+        String::from("version=1.0; authorizationrules { => permit(); }; issuancerules { }; // write 1 ");
+    commented.extend(std::iter::repeat_n('x', 1024 - commented.len()));
+    c.bench_function("policy_compile/commented_1k", |b| {
+        b.iter(|| black_box(CompiledPolicy::compile(black_box(&commented))))
+    });
 }
 
 criterion_group!(benches, bench);
