@@ -117,6 +117,60 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
     }
 }
 
+/// What the WAN emulator really adds to a round trip: the p50 of echo round
+/// trips of `bytes` through a link of `controller` with the cluster's
+/// one-way latency, minus the p50 of the same exchange straight over
+/// loopback (`(direct_ms, through_link_ms)`). The proxy's own reads, queue
+/// and writes cost a few hundred microseconds on top of the nominal RTT;
+/// that is charged to the system under test, so the bench reports it.
+pub async fn emulated_rtt(
+    controller: &crate::wan::WanController,
+    one_way_ms: u64,
+    bytes: usize,
+    samples: usize,
+) -> anyhow::Result<(f64, f64)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let echo_addr = listener.local_addr()?;
+    let echo = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let shape = crate::wan::Shape { latency_ms: one_way_ms, ..Default::default() };
+    let cfg = crate::wan::LinkConfig::new("bench-rtt-probe", "127.0.0.1:0".parse()?, &echo_addr.to_string())
+        .with_conditions(crate::wan::LinkConditions::symmetric(shape));
+    let link = controller.add_link(cfg).await.map_err(|e| anyhow::anyhow!("starting the probe link: {e}"))?;
+    let probe = |addr: std::net::SocketAddr| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let msg = vec![7u8; bytes];
+        let mut back = vec![0u8; bytes];
+        let mut lat = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t = Instant::now();
+            s.write_all(&msg).await?;
+            tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back)).await??;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lat.sort_by(f64::total_cmp);
+        lat.get(lat.len() / 2).copied().ok_or_else(|| anyhow::anyhow!("no probe samples"))
+    };
+    let direct = probe(echo_addr).await;
+    let through = probe(link.local_addr()).await;
+    echo.abort();
+    Ok((direct?, through?))
+}
+
 /// Policy writes to attestd: one provider, one policy per client (distinct
 /// keys, as etcd gets distinct keys), `value_bytes` of text each.
 pub fn attestd_policy_writes(http: reqwest::Client, urls: Vec<String>, provider: String, value_bytes: usize) -> Op {

@@ -533,6 +533,13 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                     spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
                     let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
                     let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
+                    if let Some(wan) = &cluster.wan {
+                        let (direct, through) = attest_chaos::bench::emulated_rtt(wan, rtt / 2, 3 * 1024, 100).await?;
+                        println!(
+                            "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {through:.2} ms through the emulator, {direct:.2} ms direct)",
+                            through - direct
+                        );
+                    }
                     for alg in &token_algs {
                         let provider = format!("bench{}", alg.to_ascii_lowercase());
                         let r = cluster
