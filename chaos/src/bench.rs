@@ -167,6 +167,8 @@ pub async fn emulated_rtt(
     };
     let direct = probe(echo_addr).await;
     let through = probe(link.local_addr()).await;
+    // The probe is not part of the cluster's WAN: leave no link behind.
+    controller.remove_link(link.name());
     echo.abort();
     Ok((direct?, through?))
 }
