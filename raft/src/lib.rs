@@ -147,6 +147,7 @@ impl RaftNode {
             contacts: contacts.clone(),
             backoff: Duration::from_millis(t.heartbeat_ms.clamp(20, 500)),
             epoch: epoch.clone(),
+            outbox: outbox.clone(),
         };
         // Before Raft runs or anything is served: were we superseded while
         // we were away? (See `recovery::check_epoch_before_start`.)

@@ -107,6 +107,11 @@ pub struct NetworkFactory {
     pub epoch: Arc<EpochState>,
     /// While a handoff pauses replication (see `placement`).
     pub handoff: Arc<crate::placement::Handoff>,
+    /// The shipper's acknowledgements: openraft's AppendEntries leave out
+    /// what a peer already holds (see [`Outbox::strip_acknowledged`]).
+    ///
+    /// [`Outbox::strip_acknowledged`]: crate::shipper::Outbox::strip_acknowledged
+    pub outbox: Arc<crate::shipper::Outbox>,
 }
 
 impl NetworkFactory {
@@ -120,6 +125,7 @@ impl NetworkFactory {
             backoff: self.backoff,
             epoch: self.epoch.clone(),
             handoff: self.handoff.clone(),
+            outbox: self.outbox.clone(),
         }
     }
 }
@@ -140,6 +146,7 @@ pub struct PeerClient {
     backoff: Duration,
     epoch: Arc<EpochState>,
     handoff: Arc<crate::placement::Handoff>,
+    outbox: Arc<crate::shipper::Outbox>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -225,6 +232,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        let rpc = self.outbox.strip_acknowledged(self.target, rpc);
         self.call("append_entries", &rpc, option.hard_ttl()).await
     }
 

@@ -20,7 +20,9 @@
 //!
 //! Nothing is reported to openraft: its commit index, leader lease and
 //! per-follower progress stay its own; the follower just finds the entries
-//! already present when openraft's stream sends them (a no-op append).
+//! already present when openraft's stream sends them (a no-op append), and
+//! entries already acknowledged to the shipper are left out of openraft's
+//! request altogether ([`Outbox::strip_acknowledged`]).
 //! Raft tolerates duplicated and reordered AppendEntries: a follower
 //! truncates only entries that conflict with the leader's, and a request
 //! that arrives ahead of its predecessor is refused as a conflict, which
@@ -187,6 +189,41 @@ impl Outbox {
     pub fn durable_on(&self, leader: &Leader, members: &[NodeId], index: u64) -> bool {
         let a = self.acks.borrow();
         a.leader.as_ref() == Some(leader) && members.iter().any(|id| a.matched.get(id).is_some_and(|m| *m >= index))
+    }
+}
+
+impl Outbox {
+    /// openraft's AppendEntries to `peer` without the entries the peer has
+    /// already acknowledged to the shipper under the same leader: `prev_log_id`
+    /// moves to the last acknowledged entry the request carries. Same meaning
+    /// for the follower (it holds the leader's log through that entry, on
+    /// disk), and openraft reads the answer against the request it built, so
+    /// a success still moves the peer's matched index to the request's end.
+    /// Why: without it a shipped entry crosses the network, is decoded and is
+    /// looked up a second time by every secondary-region node.
+    pub(crate) fn strip_acknowledged(
+        &self,
+        peer: NodeId,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        let Some(first) = rpc.entries.first().map(|e| e.log_id.index) else { return rpc };
+        let acked = {
+            let a = self.acks.borrow();
+            if !rpc.vote.is_committed() || a.leader.as_ref() != Some(rpc.vote.leader_id()) {
+                return rpc;
+            }
+            match a.matched.get(&peer) {
+                Some(m) if *m >= first => *m,
+                _ => return rpc,
+            }
+        };
+        let keep_from = rpc.entries.iter().position(|e| e.log_id.index > acked).unwrap_or(rpc.entries.len());
+        if let Some(last_acked) = keep_from.checked_sub(1).and_then(|i| rpc.entries.get(i)) {
+            rpc.prev_log_id = Some(last_acked.log_id);
+            rpc.entries.drain(..keep_from);
+            metrics::counter!("attest_raft_append_entries_stripped_total").increment(keep_from as u64);
+        }
+        rpc
     }
 }
 
@@ -431,6 +468,48 @@ mod tests {
         o.set_leader(None);
         o.offer(&[entry(2, 1, 21)]);
         assert_eq!(o.last_index(), None);
+    }
+
+    fn append(
+        term: u64,
+        node: NodeId,
+        prev: u64,
+        entries: std::ops::RangeInclusive<u64>,
+    ) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: crate::types::Vote::new_committed(term, node),
+            prev_log_id: Some(LogId::new(LeaderId::new(term, node), prev)),
+            entries: entries.map(|i| entry(term, node, i)).collect(),
+            leader_commit: None,
+        }
+    }
+
+    fn shape(r: &AppendEntriesRequest<TypeConfig>) -> (Option<u64>, Vec<u64>) {
+        (r.prev_log_id.map(|l| l.index), r.entries.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn openraft_appends_leave_out_what_the_shipper_delivered() {
+        let o = Outbox::default();
+        let l = LeaderId::new(3, 1);
+        o.set_leader(Some(l));
+        // Nothing acknowledged by peer 4 yet: unchanged.
+        assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 9, 10..=12))), (Some(9), vec![10, 11, 12]));
+        o.record_ack(l, 4, 11);
+        assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 9, 10..=12))), (Some(11), vec![12]));
+        // Everything delivered: an empty append that confirms the end.
+        assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 5, 6..=8))), (Some(8), vec![]));
+        // Requests that start past the acknowledgement, other peers, heartbeats
+        // and other leaders' requests go as they are.
+        assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 11, 12..=13))), (Some(11), vec![12, 13]));
+        assert_eq!(shape(&o.strip_acknowledged(5, append(3, 1, 9, 10..=12))), (Some(9), vec![10, 11, 12]));
+        let mut heartbeat = append(3, 1, 9, 10..=10);
+        heartbeat.entries.clear();
+        assert_eq!(shape(&o.strip_acknowledged(4, heartbeat)), (Some(9), vec![]));
+        assert_eq!(shape(&o.strip_acknowledged(4, append(4, 1, 9, 10..=12))), (Some(9), vec![10, 11, 12]));
+        let mut uncommitted = append(3, 1, 9, 10..=12);
+        uncommitted.vote = crate::types::Vote::new(3, 1);
+        assert_eq!(shape(&o.strip_acknowledged(4, uncommitted)), (Some(9), vec![10, 11, 12]));
     }
 
     #[test]
