@@ -346,29 +346,34 @@ pub async fn put_policy(
     let now = (app.clock)();
     // A compact JWS as MAA specifies; AAD providers also take the bare
     // policy text (what the 2018 API accepted), stored as an unsigned JWS.
-    let (policy_text, jws, signer, tok_hash) = if is_compact_jws(&text) {
+    // `stored_jws` is None for bare text: its unsigned JWS is a pure function
+    // of the text (`unsigned_policy_jws`, rebuilt on read), and storing it
+    // would replicate the policy a second time, base64url-encoded twice
+    // (~1.8x its size). An uploaded JWS is kept verbatim, signed or not.
+    let (policy_text, stored_jws, signer, tok_hash) = if is_compact_jws(&text) {
         let limits = JwsLimits { max_token_bytes: max * 2, ..JwsLimits::default() };
         let up = PolicyUpload::parse_with_limits(&text, &limits).map_err(jws_error)?;
         up.check_trust(trust(&provider), &signer_ders(&app, &provider), now).map_err(jws_error)?;
         let signer = up.signer_jwk().cloned();
         let h = up.token_hash().to_string();
-        (up.policy_text, text.clone(), signer, h)
+        (up.policy_text, Some(text.clone()), signer, h)
     } else {
         if provider.trust_model == TrustModel::Isolated {
             return Err(jws_error(PolicyJwsError::UnsignedNotAllowed));
         }
         CompiledPolicy::compile(&text).map_err(|e| ApiError::bad_request(e.to_string()).with_code(e.maa_code()))?;
-        let jws = unsigned_policy_jws(&text);
-        let h = token_hash(&jws);
-        (text.clone(), jws, None, h)
+        let h = token_hash(&unsigned_policy_jws(&text));
+        (text.clone(), None, None, h)
     };
-    let meta = json!({
+    let mut meta = json!({
         "policyHash": crate::policy::jws::policy_hash(&policy_text),
         "tokenHash": tok_hash,
-        "signer": signer,
-        "jws": jws,
+        "signer": signer.clone(),
         "setBy": principal.subject,
     });
+    if let Some(jws) = stored_jws {
+        meta["jws"] = jws.into();
+    }
     let cmd = Command::SetPolicy {
         provider: provider.name.clone(),
         attestation_type: ty.as_str().to_string(),
