@@ -181,6 +181,27 @@ async fn maa_api_end_to_end() {
     assert_eq!(s, 200);
     let (_, gc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
     assert_eq!(gc["x-ms-policy"], jws.as_str());
+    // Bare policy text: stored as text only, its unsigned JWS rebuilt on
+    // read — the same JWS, and the same token hash, the upload answered.
+    let bare = "version=1.0; authorizationrules{=> permit();}; issuancerules{ => issue(type=\"bare\", value=true); };";
+    let r = c
+        .http()
+        .put(format!("{}/providers/tenant1/policies/OpenEnclave", c.url(secondary)))
+        .header("content-type", "text/plain")
+        .body(bare)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().await.expect("json");
+    let (_, pc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
+    let bare_jws = attest_node::policy::jws::unsigned_policy_jws(bare);
+    assert_eq!(pc["x-ms-policy-token-hash"], attest_node::policy::jws::token_hash(&bare_jws));
+    c.wait_converged(&c.ids(), 0, Duration::from_secs(60)).await.expect("converged");
+    let (s, v) = c.get_json(secondary, "/providers/tenant1/policies/OpenEnclave").await.expect("get");
+    assert_eq!(s, 200);
+    let (_, gc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
+    assert_eq!(gc["x-ms-policy"], bare_jws.as_str());
 
     // --- authentication ---------------------------------------------------
     let plain = attest_chaos::cluster::http_client(Some(&c.ca_path())).expect("client");
