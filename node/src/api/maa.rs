@@ -132,7 +132,23 @@ async fn write_and_sign(
     provider: &ProviderView,
     claims: Map<String, Value>,
 ) -> ApiResult<(WriteOutcome, String)> {
-    let (out, token) = tokio::join!(write(app, headers, cmd), async { result_token(app, provider, claims) });
+    // The result token is signed on its own task, in parallel with the
+    // write. Signing inline (even joined after the write's first await)
+    // would delay the write by the signature: the write wakes the proposer
+    // or the forward's connection task into this worker's LIFO slot, which
+    // no other worker may steal, so it waits until this task yields.
+    let signing = {
+        let (app, provider) = (app.clone(), provider.clone());
+        tokio::spawn(async move { result_token(&app, &provider, claims) })
+    };
+    let out = write(app, headers, cmd).await;
+    let token = signing.await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("signing the result token failed: {e}"),
+        )
+    })?;
     Ok((out?, token?))
 }
 
