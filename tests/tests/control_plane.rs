@@ -474,7 +474,8 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
     .expect("cluster starts");
     let r = create_provider(&c, 1, "good", "good").await.expect("sent");
     assert!(r.ok());
-    let before = c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged");
+    c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged");
+    let before = client_state(&c).await;
     let url = c.url(2);
     let http = c.http();
     let cases: Vec<(&str, reqwest::RequestBuilder, u16, &str)> = vec![
@@ -582,8 +583,21 @@ async fn bad_input_gets_clear_4xx_and_changes_nothing() {
     }
     // The rejected duplicate create consumed a log entry (it is answered by
     // the state machine) but the user-visible state is unchanged.
-    let after = c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged");
-    assert_eq!(before, after, "bad input changed the state");
+    c.wait_converged(&c.ids(), 0, CONVERGE).await.expect("converged");
+    assert_eq!(before, client_state(&c).await, "bad input changed the state");
+}
+
+/// The applied state a client's requests can change, as node 1 holds it
+/// (after `wait_converged`, every node holds the same). Left out: the node
+/// certificates, which every node publishes by itself after it starts, and
+/// the replication mode, which follows the WAN; either may move while a
+/// test runs on a loaded machine, and no client request sets them.
+async fn client_state(c: &attest_chaos::cluster::Cluster) -> Value {
+    let mut s = c.state(1).await.expect("state");
+    for moving in ["appliedIndex", "digest", "nodeCerts", "replication"] {
+        s.as_object_mut().expect("state is an object").remove(moving);
+    }
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
