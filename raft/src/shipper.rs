@@ -190,9 +190,7 @@ impl Outbox {
         let a = self.acks.borrow();
         a.leader.as_ref() == Some(leader) && members.iter().any(|id| a.matched.get(id).is_some_and(|m| *m >= index))
     }
-}
 
-impl Outbox {
     /// openraft's AppendEntries to `peer` without the entries the peer has
     /// already acknowledged to the shipper under the same leader: `prev_log_id`
     /// moves to the last acknowledged entry the request carries. Same meaning

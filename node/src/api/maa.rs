@@ -361,8 +361,8 @@ pub async fn put_policy(
     }
     let now = (app.clock)();
     // A compact JWS as MAA specifies; AAD providers also take the bare
-    // policy text (what the 2018 API accepted), stored as an unsigned JWS.
-    // `stored_jws` is None for bare text: its unsigned JWS is a pure function
+    // policy text (what the 2018 API accepted), served back as an unsigned
+    // JWS. `stored_jws` is None for bare text: that JWS is a pure function
     // of the text (`unsigned_policy_jws`, rebuilt on read), and storing it
     // would replicate the policy a second time, base64url-encoded twice
     // (~1.8x its size). An uploaded JWS is kept verbatim, signed or not.
