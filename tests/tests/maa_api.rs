@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use attest_chaos::cluster::Cluster;
 use attest_node::token::jwt::{decode_unverified, verify_jwt};
-use attest_tests::{b64u, import_collateral, launch, vector, GRACE_S, PINNED};
-use serde_json::{json, Value};
+use attest_tests::{b64u, import_collateral, launch, set_policy, vector, GRACE_S, PINNED};
+use serde_json::{json, Map, Value};
 
 async fn post(c: &Cluster, id: u64, path: &str, body: Value) -> (u16, Value) {
     let r = c.http().post(format!("{}{path}", c.url(id))).json(&body).send().await.expect("sent");
@@ -35,6 +35,21 @@ async fn certs_until(c: &Cluster, id: u64, within: Duration, what: &str, done: i
 async fn certs_with(c: &Cluster, id: u64, kid: &str) -> Value {
     let has = |jwks: &Value| jwks["keys"].as_array().is_some_and(|k| k.iter().any(|k| k["kid"] == kid));
     certs_until(c, id, Duration::from_secs(60), &format!("never published kid {kid}"), has).await
+}
+
+/// Uploads `doc` as tenant1's `ty` policy through node `id`; the claims of
+/// the management token it answers with.
+async fn upload_policy(c: &Cluster, id: u64, ty: &str, doc: &str) -> Map<String, Value> {
+    let r = set_policy(c, id, "tenant1", ty, doc, &format!("upload-{ty}")).await.expect("sent");
+    assert_eq!(r.status, 200, "{}", r.body);
+    decode_unverified(r.body["token"].as_str().expect("token")).expect("decodes").1
+}
+
+/// The claims of node `id`'s answer to `GET` tenant1's `ty` policy.
+async fn stored_policy(c: &Cluster, id: u64, ty: &str) -> Map<String, Value> {
+    let (s, v) = c.get_json(id, &format!("/providers/tenant1/policies/{ty}")).await.expect("get");
+    assert_eq!(s, 200);
+    decode_unverified(v["token"].as_str().expect("token")).expect("decodes").1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,17 +167,7 @@ async fn maa_api_end_to_end() {
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap_or_default());
     let deny = "version=1.0; authorizationrules { c:[type==\"x-ms-sgx-is-debuggable\", value==true] => deny(); => permit(); }; issuancerules { => issue(type=\"custom\", value=\"yes\"); };";
     let jws = attest_node::policy::jws::unsigned_policy_jws(deny);
-    let r = c
-        .http()
-        .put(format!("{}/providers/tenant1/policies/SgxEnclave", c.url(secondary)))
-        .header("content-type", "text/plain")
-        .body(jws.clone())
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().await.expect("json");
-    let (_, pc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
+    let pc = upload_policy(&c, secondary, "SgxEnclave", &jws).await;
     assert_eq!(pc["x-ms-policy-result"], "Updated");
     assert_eq!(pc["x-ms-policy-token-hash"], attest_node::policy::jws::token_hash(&jws));
     c.wait_converged(&c.ids(), 0, Duration::from_secs(60)).await.expect("converged");
@@ -177,31 +182,15 @@ async fn maa_api_end_to_end() {
     let (dh, _) = decode_unverified(resp["token"].as_str().expect("token")).expect("decodes");
     assert_eq!(dh["alg"], "none");
     // GET returns what was stored.
-    let (s, v) = c.get_json(primary, "/providers/tenant1/policies/SgxEnclave").await.expect("get");
-    assert_eq!(s, 200);
-    let (_, gc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
-    assert_eq!(gc["x-ms-policy"], jws.as_str());
+    assert_eq!(stored_policy(&c, primary, "SgxEnclave").await["x-ms-policy"], jws.as_str());
     // Bare policy text: stored as text only, its unsigned JWS rebuilt on
     // read — the same JWS, and the same token hash, the upload answered.
     let bare = "version=1.0; authorizationrules{=> permit();}; issuancerules{ => issue(type=\"bare\", value=true); };";
-    let r = c
-        .http()
-        .put(format!("{}/providers/tenant1/policies/OpenEnclave", c.url(secondary)))
-        .header("content-type", "text/plain")
-        .body(bare)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().await.expect("json");
-    let (_, pc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
+    let pc = upload_policy(&c, secondary, "OpenEnclave", bare).await;
     let bare_jws = attest_node::policy::jws::unsigned_policy_jws(bare);
     assert_eq!(pc["x-ms-policy-token-hash"], attest_node::policy::jws::token_hash(&bare_jws));
     c.wait_converged(&c.ids(), 0, Duration::from_secs(60)).await.expect("converged");
-    let (s, v) = c.get_json(secondary, "/providers/tenant1/policies/OpenEnclave").await.expect("get");
-    assert_eq!(s, 200);
-    let (_, gc) = decode_unverified(v["token"].as_str().expect("token")).expect("decodes");
-    assert_eq!(gc["x-ms-policy"], bare_jws.as_str());
+    assert_eq!(stored_policy(&c, secondary, "OpenEnclave").await["x-ms-policy"], bare_jws.as_str());
 
     // --- authentication ---------------------------------------------------
     let plain = attest_chaos::cluster::http_client(Some(&c.ca_path())).expect("client");
