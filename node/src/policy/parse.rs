@@ -193,7 +193,7 @@ fn rule_label(r: Rule) -> &'static str {
 }
 
 fn semantic(pair: &Pair<'_, Rule>, message: impl Into<String>) -> PolicyParseError {
-    let (line, column) = pair.as_span().start_pos().line_col();
+    let (line, column) = pair.line_col();
     PolicyParseError::Semantic { line, column, message: message.into() }
 }
 
@@ -301,7 +301,7 @@ fn build_rule(
     section: SectionKind,
     version: PolicyVersion,
 ) -> Result<super::ast::Rule, PolicyParseError> {
-    let line = pair.as_span().start_pos().line_col().0;
+    let line = pair.line_col().0;
     let mut scope = Scope { names: Vec::new(), slot_conditions: Vec::new(), scalar_use: Vec::new(), version };
     let mut conditions = Vec::new();
     let mut action = None;
