@@ -14,10 +14,41 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandError, ReplicationMode, Request, Response, TrustModel};
 use crate::types::NodeId;
 
-/// How many applied request ids are remembered for deduplication. A client
-/// retrying a write older than this many writes would apply it again; at the
-/// control plane's write rates that is months of history.
+/// How many applied request ids are remembered for deduplication (at
+/// least; up to [`DEDUP_EVICT_CHUNK`] more). A client retrying a write older
+/// than this many writes would apply it again; at the control plane's write
+/// rates that is months of history.
 pub const DEDUP_CAPACITY: usize = 100_000;
+
+/// The oldest request ids are forgotten this many at a time, with one range
+/// deletion on disk: evicting one per write cost a point deletion (a
+/// memtable insert) per write on every node.
+pub const DEDUP_EVICT_CHUNK: usize = 1024;
+
+/// Key prefix of the dedup table: `dedupslot/{slot:020}` holds a
+/// [`DedupRecord`] (one key per request, in eviction order).
+const DEDUP_SLOT_PREFIX: &str = "dedupslot/";
+/// Earlier layout, still read (and migrated by the state machine store):
+/// `dedup/{id}` held the response and `dedupidx/{slot:020}` the id, two keys
+/// written and two deleted per request.
+pub const LEGACY_DEDUP_PREFIXES: [&str; 2] = ["dedup/", "dedupidx/"];
+
+/// One remembered request, as stored under its eviction slot.
+#[derive(Serialize)]
+struct DedupRecordRef<'a> {
+    id: &'a str,
+    response: &'a Response,
+}
+
+#[derive(Deserialize)]
+struct DedupRecord {
+    id: String,
+    response: Response,
+}
+
+fn dedup_slot_key(slot: u64) -> String {
+    format!("{DEDUP_SLOT_PREFIX}{slot:020}")
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
@@ -134,8 +165,18 @@ pub struct ControlState {
 /// One persisted key change produced by [`ControlState::apply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
-    Put { key: String, value: Vec<u8> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        key: String,
+    },
+    /// Deletes every key in `[from, to)`.
+    DeleteRange {
+        from: String,
+        to: String,
+    },
 }
 
 /// Key of a policy: provider names are case-insensitive (DNS labels), the
@@ -215,16 +256,35 @@ impl ControlState {
 
     /// `slot` orders the dedup table for eviction (see [`dedup_slot`]).
     fn remember(&mut self, slot: u64, id: &str, resp: &Response, muts: &mut Vec<Mutation>) {
+        put(muts, dedup_slot_key(slot), &DedupRecordRef { id, response: resp });
         self.dedup.insert(id.to_string(), resp.clone());
         self.dedup_order.insert(slot, id.to_string());
-        put(muts, format!("dedup/{id}"), resp);
-        muts.push(Mutation::Put { key: format!("dedupidx/{slot:020}"), value: id.as_bytes().to_vec() });
-        while self.dedup_order.len() > DEDUP_CAPACITY {
-            let Some((old_idx, old_id)) = self.dedup_order.pop_first() else { break };
-            self.dedup.remove(&old_id);
-            muts.push(Mutation::Delete { key: format!("dedup/{old_id}") });
-            muts.push(Mutation::Delete { key: format!("dedupidx/{old_idx:020}") });
+        if self.dedup_order.len() > DEDUP_CAPACITY + DEDUP_EVICT_CHUNK {
+            let mut range: Option<(u64, u64)> = None;
+            while self.dedup_order.len() > DEDUP_CAPACITY {
+                let Some((old_slot, old_id)) = self.dedup_order.pop_first() else { break };
+                self.dedup.remove(&old_id);
+                range = Some((range.map_or(old_slot, |r| r.0), old_slot));
+            }
+            if let Some((first, last)) = range {
+                muts.push(Mutation::DeleteRange {
+                    from: dedup_slot_key(first),
+                    to: dedup_slot_key(last.saturating_add(1)),
+                });
+            }
         }
+    }
+
+    /// The dedup table in its current key layout (for snapshots and the
+    /// migration of [`LEGACY_DEDUP_PREFIXES`]).
+    pub fn dedup_keys(&self) -> Vec<Mutation> {
+        let mut m = Vec::with_capacity(self.dedup_order.len());
+        for (slot, id) in &self.dedup_order {
+            if let Some(response) = self.dedup.get(id) {
+                put(&mut m, dedup_slot_key(*slot), &DedupRecordRef { id, response });
+            }
+        }
+        m
     }
 
     fn apply_command(
@@ -508,6 +568,12 @@ impl ControlState {
             self.node_certs.insert(k.to_string(), serde_json::from_slice(value)?);
         } else if let Some(k) = key.strip_prefix("collateral/") {
             self.collateral.insert(k.to_string(), serde_json::from_slice(value)?);
+        } else if let Some(k) = key.strip_prefix(DEDUP_SLOT_PREFIX) {
+            if let Ok(slot) = k.parse::<u64>() {
+                let rec: DedupRecord = serde_json::from_slice(value)?;
+                self.dedup_order.insert(slot, rec.id.clone());
+                self.dedup.insert(rec.id, rec.response);
+            }
         } else if let Some(k) = key.strip_prefix("dedup/") {
             self.dedup.insert(k.to_string(), serde_json::from_slice(value)?);
         } else if let Some(k) = key.strip_prefix("dedupidx/") {
@@ -546,12 +612,7 @@ impl ControlState {
         for (k, v) in &self.collateral {
             put(&mut m, format!("collateral/{k}"), v);
         }
-        for (k, v) in &self.dedup {
-            put(&mut m, format!("dedup/{k}"), v);
-        }
-        for (idx, id) in &self.dedup_order {
-            m.push(Mutation::Put { key: format!("dedupidx/{idx:020}"), value: id.as_bytes().to_vec() });
-        }
+        m.extend(self.dedup_keys());
         m
     }
 
@@ -665,7 +726,10 @@ mod tests {
         };
         let (r, m) = s.apply(2, &req("b", set), 0);
         assert_eq!(r.error.map(|e| e.code), Some("InvalidOperation".into()));
-        assert_eq!(m.len(), 2, "only the dedup record is written");
+        assert!(
+            matches!(&m[..], [Mutation::Put { key, .. }] if key.starts_with(DEDUP_SLOT_PREFIX)),
+            "only the dedup record is written: {m:?}"
+        );
     }
 
     #[test]
@@ -691,14 +755,66 @@ mod tests {
         assert!(s.providers.is_empty() && s.policies.is_empty());
     }
 
-    #[test]
-    fn dedup_table_is_bounded() {
-        let mut s = ControlState::default();
-        for i in 0..(DEDUP_CAPACITY as u64 + 10) {
-            s.apply(i + 1, &req(&format!("r{i}"), Command::Noop), 0);
+    /// What RocksDB would hold after `muts` (point and range deletions).
+    fn persist(disk: &mut BTreeMap<String, Vec<u8>>, muts: Vec<Mutation>) {
+        for m in muts {
+            match m {
+                Mutation::Put { key, value } => {
+                    disk.insert(key, value);
+                }
+                Mutation::Delete { key } => {
+                    disk.remove(&key);
+                }
+                Mutation::DeleteRange { from, to } => disk.retain(|k, _| *k < from || *k >= to),
+            }
         }
+    }
+
+    #[test]
+    fn dedup_table_is_bounded_and_survives_a_reload() {
+        let mut s = ControlState::default();
+        let mut disk = BTreeMap::new();
+        let total = (DEDUP_CAPACITY + DEDUP_EVICT_CHUNK) as u64;
+        for i in 0..total {
+            let (_, muts) = s.apply(i + 1, &req(&format!("r{i}"), Command::Noop), 0);
+            persist(&mut disk, muts);
+        }
+        assert_eq!(s.dedup.len(), DEDUP_CAPACITY + DEDUP_EVICT_CHUNK, "evicted only a chunk at a time");
+        assert!(s.dedup.contains_key("r0"));
+        let (_, muts) = s.apply(total + 1, &req("last", Command::Noop), 0);
+        assert!(
+            matches!(muts.last(), Some(Mutation::DeleteRange { .. })),
+            "one range deletion evicts the chunk: {:?}",
+            muts.last()
+        );
+        persist(&mut disk, muts);
         assert_eq!(s.dedup.len(), DEDUP_CAPACITY);
-        assert!(!s.dedup.contains_key("r0"));
+        assert_eq!(s.dedup_order.len(), DEDUP_CAPACITY);
+        assert!(!s.dedup.contains_key("r0") && !s.dedup.contains_key(&format!("r{}", DEDUP_EVICT_CHUNK)));
+        assert!(s.dedup.contains_key(&format!("r{}", DEDUP_EVICT_CHUNK + 1)) && s.dedup.contains_key("last"));
+        // What is on disk loads back to the same table, and a replay of a
+        // remembered request is still a duplicate after the reload.
+        assert_eq!(disk.keys().filter(|k| k.starts_with(DEDUP_SLOT_PREFIX)).count(), DEDUP_CAPACITY);
+        let mut back = ControlState::default();
+        for (k, v) in &disk {
+            back.load_key(k, v).unwrap();
+        }
+        assert_eq!(back.dedup, s.dedup);
+        assert_eq!(back.dedup_order, s.dedup_order);
+        let (r, muts) = back.apply(total + 2, &req("last", Command::Noop), 0);
+        assert!(r.duplicate && r.index == total + 1 && muts.is_empty());
+    }
+
+    #[test]
+    fn the_legacy_dedup_layout_still_loads() {
+        let mut s = ControlState::default();
+        let resp = Response { index: 7, ..Default::default() };
+        s.load_key("dedup/req-1", &serde_json::to_vec(&resp).unwrap()).unwrap();
+        s.load_key(&format!("dedupidx/{:020}", dedup_slot(7, 0)), b"req-1").unwrap();
+        assert_eq!(s.dedup.get("req-1"), Some(&resp));
+        assert_eq!(s.dedup_order.get(&dedup_slot(7, 0)).map(String::as_str), Some("req-1"));
+        let keys = s.dedup_keys();
+        assert!(matches!(&keys[..], [Mutation::Put { key, .. }] if *key == dedup_slot_key(dedup_slot(7, 0))));
     }
 
     #[test]
@@ -726,7 +842,7 @@ mod tests {
         let slots: Vec<&String> = muts
             .iter()
             .filter_map(|m| match m {
-                Mutation::Put { key, .. } if key.starts_with("dedupidx/") => Some(key),
+                Mutation::Put { key, .. } if key.starts_with(DEDUP_SLOT_PREFIX) => Some(key),
                 _ => None,
             })
             .collect();
