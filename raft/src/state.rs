@@ -7,6 +7,7 @@
 //! id. Keeping it free of I/O lets it be unit-tested directly and keeps the
 //! RocksDB layout in one place (`state_machine.rs`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -33,17 +34,12 @@ const DEDUP_SLOT_PREFIX: &str = "dedupslot/";
 /// written and two deleted per request.
 pub const LEGACY_DEDUP_PREFIXES: [&str; 2] = ["dedup/", "dedupidx/"];
 
-/// One remembered request, as stored under its eviction slot.
-#[derive(Serialize)]
-struct DedupRecordRef<'a> {
-    id: &'a str,
-    response: &'a Response,
-}
-
-#[derive(Deserialize)]
-struct DedupRecord {
-    id: String,
-    response: Response,
+/// One remembered request, as stored under its eviction slot (borrowed
+/// when written, owned when loaded).
+#[derive(Serialize, Deserialize)]
+struct DedupRecord<'a> {
+    id: Cow<'a, str>,
+    response: Cow<'a, Response>,
 }
 
 fn dedup_slot_key(slot: u64) -> String {
@@ -256,22 +252,20 @@ impl ControlState {
 
     /// `slot` orders the dedup table for eviction (see [`dedup_slot`]).
     fn remember(&mut self, slot: u64, id: &str, resp: &Response, muts: &mut Vec<Mutation>) {
-        put(muts, dedup_slot_key(slot), &DedupRecordRef { id, response: resp });
+        put(muts, dedup_slot_key(slot), &DedupRecord { id: id.into(), response: Cow::Borrowed(resp) });
         self.dedup.insert(id.to_string(), resp.clone());
         self.dedup_order.insert(slot, id.to_string());
-        if self.dedup_order.len() > DEDUP_CAPACITY + DEDUP_EVICT_CHUNK {
-            let mut range: Option<(u64, u64)> = None;
-            while self.dedup_order.len() > DEDUP_CAPACITY {
-                let Some((old_slot, old_id)) = self.dedup_order.pop_first() else { break };
-                self.dedup.remove(&old_id);
-                range = Some((range.map_or(old_slot, |r| r.0), old_slot));
+        let len = self.dedup_order.len();
+        if len > DEDUP_CAPACITY + DEDUP_EVICT_CHUNK {
+            // Everything below the oldest slot kept goes, in one range.
+            let Some(&keep_from) = self.dedup_order.keys().nth(len - DEDUP_CAPACITY) else { return };
+            let kept = self.dedup_order.split_off(&keep_from);
+            let evicted = std::mem::replace(&mut self.dedup_order, kept);
+            let Some(&first) = evicted.keys().next() else { return };
+            for id in evicted.values() {
+                self.dedup.remove(id);
             }
-            if let Some((first, last)) = range {
-                muts.push(Mutation::DeleteRange {
-                    from: dedup_slot_key(first),
-                    to: dedup_slot_key(last.saturating_add(1)),
-                });
-            }
+            muts.push(Mutation::DeleteRange { from: dedup_slot_key(first), to: dedup_slot_key(keep_from) });
         }
     }
 
@@ -281,7 +275,7 @@ impl ControlState {
         let mut m = Vec::with_capacity(self.dedup_order.len());
         for (slot, id) in &self.dedup_order {
             if let Some(response) = self.dedup.get(id) {
-                put(&mut m, dedup_slot_key(*slot), &DedupRecordRef { id, response });
+                put(&mut m, dedup_slot_key(*slot), &DedupRecord { id: id.into(), response: Cow::Borrowed(response) });
             }
         }
         m
@@ -571,8 +565,9 @@ impl ControlState {
         } else if let Some(k) = key.strip_prefix(DEDUP_SLOT_PREFIX) {
             if let Ok(slot) = k.parse::<u64>() {
                 let rec: DedupRecord = serde_json::from_slice(value)?;
-                self.dedup_order.insert(slot, rec.id.clone());
-                self.dedup.insert(rec.id, rec.response);
+                let id = rec.id.into_owned();
+                self.dedup_order.insert(slot, id.clone());
+                self.dedup.insert(id, rec.response.into_owned());
             }
         } else if let Some(k) = key.strip_prefix("dedup/") {
             self.dedup.insert(k.to_string(), serde_json::from_slice(value)?);

@@ -179,6 +179,17 @@ impl StateMachineStore {
     }
 }
 
+/// Adds `muts` (changes to the state column family `cf`) to `batch`.
+fn add_mutations(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, muts: Vec<Mutation>) {
+    for m in muts {
+        match m {
+            Mutation::Put { key, value } => batch.put_cf(cf, key.as_bytes(), value),
+            Mutation::Delete { key } => batch.delete_cf(cf, key.as_bytes()),
+            Mutation::DeleteRange { from, to } => batch.delete_range_cf(cf, from.as_bytes(), to.as_bytes()),
+        }
+    }
+}
+
 /// Rewrites a dedup table stored in the legacy layout in the current one
 /// (one synced batch: a crash leaves either layout whole).
 fn migrate_dedup(db: &DB, state: &ControlState) -> Result<(), StorageError> {
@@ -189,11 +200,7 @@ fn migrate_dedup(db: &DB, state: &ControlState) -> Result<(), StorageError> {
         let end = format!("{}0", prefix.trim_end_matches('/'));
         batch.delete_range_cf(cf, prefix.as_bytes(), end.as_bytes());
     }
-    for m in state.dedup_keys() {
-        if let Mutation::Put { key, value } = m {
-            batch.put_cf(cf, key.as_bytes(), value);
-        }
-    }
+    add_mutations(&mut batch, cf, state.dedup_keys());
     let mut w = WriteOptions::default();
     w.set_sync(true);
     db.write_opt(batch, &w).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
@@ -285,15 +292,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             metrics::counter!("attest_control_commands_applied_total", "kind" => r.command.kind())
                                 .increment(1);
                         }
-                        for m in muts {
-                            match m {
-                                Mutation::Put { key, value } => batch.put_cf(self.cf_state(), key.as_bytes(), value),
-                                Mutation::Delete { key } => batch.delete_cf(self.cf_state(), key.as_bytes()),
-                                Mutation::DeleteRange { from, to } => {
-                                    batch.delete_range_cf(self.cf_state(), from.as_bytes(), to.as_bytes())
-                                }
-                            }
-                        }
+                        add_mutations(&mut batch, self.cf_state(), muts);
                         out.push(resp);
                     }
                     EntryPayload::Membership(m) => {
@@ -338,11 +337,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut batch = WriteBatch::default();
         // Replace the whole state column family atomically with the snapshot.
         batch.delete_range_cf(self.cf_state(), b"".as_slice(), [0xffu8; 64].as_slice());
-        for m in new_state.all_keys() {
-            if let Mutation::Put { key, value } = m {
-                batch.put_cf(self.cf_state(), key.as_bytes(), value);
-            }
-        }
+        add_mutations(&mut batch, self.cf_state(), new_state.all_keys());
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.write_meta(&mut batch)?;
