@@ -25,6 +25,7 @@ use tokio::time::timeout_at;
 
 use crate::batcher::ProposeError;
 use crate::command::{Command, CommandError, ReplicationMode, Request};
+use crate::forwarder::Forwarded;
 use crate::network::Channels;
 use crate::state_machine::StateHandle;
 use crate::types::{NodeId, NodeInfo, Raft, RaftMetrics};
@@ -288,6 +289,8 @@ pub struct ControlPlane {
     pub outbox: Arc<crate::shipper::Outbox>,
     /// Group commit of the leader's proposals (see `batcher`).
     pub(crate) batcher: crate::batcher::Batcher,
+    /// Coalesces writes forwarded to the leader (see `forwarder`).
+    pub(crate) forwarder: crate::forwarder::Forwarder,
 }
 
 /// One local log entry as operators see it.
@@ -524,15 +527,9 @@ impl ControlPlane {
         // A dead leader must not eat the whole budget: give the forward at
         // most one readonly window, then re-evaluate who leads.
         let rpc_timeout = remaining.min(self.timing.readonly_after()).max(Duration::from_millis(10));
-        let mut client =
-            self.channels.admin_client(addr).map_err(|_| ForwardFailure::Transport { delivered: false })?;
-        let mut request =
-            tonic::Request::new(attest_proto::ForwardRequest { command, deadline_ms: remaining.as_millis() as u64 });
-        request.set_timeout(rpc_timeout);
         metrics::counter!("attest_control_forwarded_writes_total").increment(1);
-        match bounded(rpc_timeout + Duration::from_millis(100), "forward", client.forward(request)).await {
-            Ok(r) => {
-                let r = r.into_inner();
+        match self.forwarder.forward(addr, command, deadline, rpc_timeout).await {
+            Forwarded::Reply(r) => {
                 if r.error_code.is_empty() {
                     serde_json::from_slice(&r.outcome)
                         .map_err(|e| ForwardFailure::Remote(WriteError::Internal(e.to_string())))
@@ -541,14 +538,10 @@ impl ControlPlane {
                     Err(ForwardFailure::Remote(WriteError::from_code(&r.error_code, r.error_message, leader)))
                 }
             }
-            Err(status) => {
-                // A refused connection never delivered the request; anything
-                // else (reset, deadline) might have.
-                let msg = status.message().to_ascii_lowercase();
-                let delivered = !(status.code() == tonic::Code::Unavailable
-                    && (msg.contains("connect") || msg.contains("refused") || msg.contains("dns")));
+            Forwarded::NotSent => Err(ForwardFailure::Transport { delivered: false }),
+            Forwarded::Failed(status) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                Err(ForwardFailure::Transport { delivered })
+                Err(ForwardFailure::Transport { delivered: crate::forwarder::maybe_delivered(&status) })
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod command;
 pub mod control;
 pub mod db;
 pub mod epoch;
+pub mod forwarder;
 pub mod log_store;
 pub mod network;
 pub mod placement;
@@ -183,13 +184,14 @@ impl RaftNode {
             recovery_lock: Default::default(),
             promote_min_outage: cfg.promote_min_outage,
             state,
-            channels,
+            channels: channels.clone(),
             timing: cfg.timing.clone(),
             leader_contact: Default::default(),
             log: log_view,
             handoff,
             outbox,
             batcher,
+            forwarder: forwarder::Forwarder::new(channels.clone()),
         });
 
         if control.epoch.is_fenced() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use attest_proto::node_admin_server::NodeAdmin;
 use attest_proto::raft_server::Raft as RaftRpc;
 use attest_proto::{
-    ForwardReply, ForwardRequest, JoinReply, JoinRequest, LinearizableReadReply, LinearizableReadRequest, RaftMessage,
-    RecoveryReply, RecoveryRequest,
+    ForwardBatchReply, ForwardBatchRequest, ForwardReply, ForwardRequest, JoinReply, JoinRequest,
+    LinearizableReadReply, LinearizableReadRequest, RaftMessage, RecoveryReply, RecoveryRequest,
 };
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::{Request, Response, Status};
@@ -114,24 +114,49 @@ fn error_reply(e: &WriteError) -> ForwardReply {
     ForwardReply { outcome: Vec::new(), error_code: code, error_message: message, leader_id }
 }
 
+impl AdminService {
+    /// One forwarded write, run through the leader's write path. A command
+    /// that does not decode is answered as that write's own failure.
+    async fn forward_one(&self, req: ForwardRequest) -> ForwardReply {
+        let command: crate::command::Request = match serde_json::from_slice(&req.command) {
+            Ok(c) => c,
+            Err(e) => return error_reply(&WriteError::Internal(format!("undecodable command: {e}"))),
+        };
+        let within = Duration::from_millis(req.deadline_ms.clamp(1, self.control.timing.write_timeout_ms));
+        let deadline = tokio::time::Instant::now() + within;
+        match self.control.leader_write(command, deadline).await {
+            Ok(out) => match serde_json::to_vec(&out) {
+                Ok(outcome) => ForwardReply {
+                    outcome,
+                    error_code: String::new(),
+                    error_message: String::new(),
+                    leader_id: out.leader,
+                },
+                Err(e) => error_reply(&WriteError::Internal(e.to_string())),
+            },
+            Err(e) => error_reply(&e),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl NodeAdmin for AdminService {
     async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<ForwardReply>, Status> {
-        let req = req.into_inner();
-        let command: crate::command::Request = serde_json::from_slice(&req.command)
-            .map_err(|e| Status::invalid_argument(format!("undecodable command: {e}")))?;
-        let within = Duration::from_millis(req.deadline_ms.clamp(1, self.control.timing.write_timeout_ms));
-        let deadline = tokio::time::Instant::now() + within;
-        let reply = match self.control.leader_write(command, deadline).await {
-            Ok(out) => ForwardReply {
-                outcome: serde_json::to_vec(&out).map_err(|e| Status::internal(e.to_string()))?,
-                error_code: String::new(),
-                error_message: String::new(),
-                leader_id: out.leader,
-            },
-            Err(e) => error_reply(&e),
-        };
-        Ok(Response::new(reply))
+        Ok(Response::new(self.forward_one(req.into_inner()).await))
+    }
+
+    async fn forward_batch(&self, req: Request<ForwardBatchRequest>) -> Result<Response<ForwardBatchReply>, Status> {
+        let items = req.into_inner().items;
+        if items.len() > crate::forwarder::MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "{} writes in one forward batch (at most {})",
+                items.len(),
+                crate::forwarder::MAX_BATCH
+            )));
+        }
+        // Concurrently, so they reach the group commit together.
+        let replies = futures::future::join_all(items.into_iter().map(|item| self.forward_one(item))).await;
+        Ok(Response::new(ForwardBatchReply { replies }))
     }
 
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
