@@ -492,6 +492,26 @@ fn comments_whitespace_and_escapes() {
 }
 
 #[test]
+fn comments_end_where_the_language_says() {
+    // A line comment runs to the newline only (not to `\r`, not past `*/`);
+    // a block comment runs to the first `*/`, across lines; one at the end
+    // of the text needs no newline. Comments never show in rule numbering.
+    let p = compile(
+        "version=1.0; // x */ y \u{00e9}\u{1F600}\r still the comment\n\
+         authorizationrules { /* a // b\n c * / d */ => permit(); };\n\
+         issuancerules { c:[type==\"https://a//b\"] => issue(type=\"u\", value=\"//not a comment\"); }; // end",
+    );
+    let out = p.evaluate(&[Claim::service("https://a//b", 1i64)]).unwrap();
+    assert_eq!(out.issued_claims["u"], json!("//not a comment"));
+    // An unterminated block comment is a syntax error at the comment.
+    let e = parse_err("version=1.0; authorizationrules { => permit(); }; /* open");
+    assert!(matches!(e, PolicyParseError::Syntax { line: 1, .. }), "{e:?}");
+    // A comment cannot hide the rest of a line it does not end.
+    let e = parse_err("version=1.0; authorizationrules { // => permit(); };");
+    assert!(matches!(e, PolicyParseError::Syntax { .. }), "{e:?}");
+}
+
+#[test]
 fn hostile_policy_text() {
     // Huge input is rejected before parsing.
     let huge = format!("version=1.0; authorizationrules{{{}}};", "=>permit();".repeat(30_000));
