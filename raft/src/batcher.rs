@@ -33,9 +33,9 @@ pub const MAX_BATCH: usize = 256;
 /// a synced append on each of the five nodes and its own AppendEntries to
 /// each follower, so under load the cluster's CPU per write falls with the
 /// size of the batch. With one proposal in flight instead of two, entries
-/// carried ~23 requests instead of ~14.5 at 64 clients and the cluster
-/// spent 10-25 % less CPU per write (BENCHMARKS.md, session 13); a lone
-/// writer still proposes at once.
+/// carried ~23 requests instead of ~14.5 at 64 clients (the cluster's CPU
+/// per write fell 10-25 % in two of three paired runs, BENCHMARKS.md,
+/// session 13); a lone writer still proposes at once.
 pub const MAX_PROPOSALS_IN_FLIGHT: usize = 1;
 
 /// Why a proposal did not commit.
