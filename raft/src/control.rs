@@ -766,7 +766,7 @@ fn stopped_reason(m: &RaftMetrics) -> Option<String> {
 /// Bounds a call to another node by `bound` on top of tonic's own
 /// grpc-timeout handling (which tonic's channel also enforces on the
 /// client); a call that runs over gets `DEADLINE_EXCEEDED`.
-async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     bound: Duration,
     what: &'static str,
     call: impl std::future::Future<Output = Result<T, tonic::Status>>,

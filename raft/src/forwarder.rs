@@ -30,6 +30,7 @@ use attest_proto::{ForwardBatchRequest, ForwardReply, ForwardRequest};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::control::bounded;
 use crate::network::Channels;
 
 /// Forward calls outstanding per leader address.
@@ -187,9 +188,9 @@ impl Forwarder {
         let mut request = tonic::Request::new(ForwardBatchRequest { items });
         request.set_timeout(timeout);
         let mut batch_client = client.clone();
-        let call = tokio::time::timeout(timeout + CALL_SLACK, batch_client.forward_batch(request)).await;
+        let call = bounded(timeout + CALL_SLACK, "forward", batch_client.forward_batch(request)).await;
         match call {
-            Ok(Ok(reply)) => {
+            Ok(reply) => {
                 let mut replies = reply.into_inner().replies.into_iter();
                 for p in live {
                     let f = match replies.next() {
@@ -202,15 +203,10 @@ impl Forwarder {
                 }
             }
             // A leader from before `ForwardBatch`: nothing was delivered.
-            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => send_each(client, live).await,
-            Ok(Err(s)) => {
+            Err(s) if s.code() == tonic::Code::Unimplemented => send_each(client, live).await,
+            Err(s) => {
                 for p in live {
                     let _ = p.done.send(Forwarded::Failed(s.clone()));
-                }
-            }
-            Err(_) => {
-                for p in live {
-                    let _ = p.done.send(Forwarded::Failed(tonic::Status::deadline_exceeded("forward timed out")));
                 }
             }
         }
@@ -229,10 +225,9 @@ async fn send_each(
             let mut request =
                 tonic::Request::new(ForwardRequest { command: p.command, deadline_ms: remaining.as_millis() as u64 });
             request.set_timeout(p.rpc_timeout);
-            let f = match tokio::time::timeout(p.rpc_timeout + CALL_SLACK, client.forward(request)).await {
-                Ok(Ok(r)) => Forwarded::Reply(r.into_inner()),
-                Ok(Err(s)) => Forwarded::Failed(s),
-                Err(_) => Forwarded::Failed(tonic::Status::deadline_exceeded("forward timed out")),
+            let f = match bounded(p.rpc_timeout + CALL_SLACK, "forward", client.forward(request)).await {
+                Ok(r) => Forwarded::Reply(r.into_inner()),
+                Err(s) => Forwarded::Failed(s),
             };
             let _ = p.done.send(f);
         }
@@ -357,8 +352,14 @@ mod tests {
             indexes.insert(o.index);
         }
         assert!(node.control.state.read(|s| (0..40).all(|i| s.dedup.contains_key(&format!("c-{i}")))));
-        // The lanes are dropped once idle.
-        assert!(forwarder.lanes.lock().expect("lock").is_empty());
+        // The lanes are dropped once idle (by the task that answered the
+        // last call, just after it answered: wait for it, bounded).
+        let idle = tokio::time::timeout(Duration::from_secs(10), async {
+            while !forwarder.lanes.lock().expect("lock").is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(idle.await.is_ok(), "a lane outlived its last call");
         node.shutdown().await;
     }
 
