@@ -187,6 +187,9 @@ pub struct TlsSection {
     pub key: PathBuf,
 }
 
+/// Upper bound of `limits.max_body_bytes` (see `Config::validate`).
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+
 /// Explicit limits on everything a client controls.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -334,6 +337,12 @@ impl Config {
         if tk.default_validity_minutes == 0 || tk.default_validity_minutes > tk.max_validity_minutes {
             return bad("tokens: need 0 < default_validity_minutes <= max_validity_minutes".into());
         }
+        // One write is one log entry (or a member of one), sent whole in an
+        // AppendEntries: even escaped six-fold as JSON it must stay below
+        // the 64 MiB Raft message limit.
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > MAX_BODY_BYTES {
+            return bad(format!("limits.max_body_bytes must be between 1 and {MAX_BODY_BYTES}"));
+        }
         let t = &self.raft;
         if t.heartbeat_ms == 0
             || t.election_timeout_min_ms <= t.heartbeat_ms
@@ -457,6 +466,15 @@ api_addr = "b"
         assert!(err.to_string().contains("majority"), "{err}");
         let err = Config::from_toml_with_env(&format!("{BASE}\n[bogus]\nx=1\n"), std::iter::empty(), "t").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn a_body_limit_beyond_what_one_log_entry_may_hold_is_refused() {
+        let env = |v: usize| vec![("ATTESTD_LIMITS__MAX_BODY_BYTES".to_string(), v.to_string())].into_iter();
+        let err = Config::from_toml_with_env(BASE, env(MAX_BODY_BYTES + 1), "t").unwrap_err();
+        assert!(err.to_string().contains("max_body_bytes"), "{err}");
+        let c = Config::from_toml_with_env(BASE, env(MAX_BODY_BYTES), "t").unwrap();
+        assert_eq!(c.limits.max_body_bytes, MAX_BODY_BYTES);
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! The batcher keeps at most [`MAX_PROPOSALS_IN_FLIGHT`] proposals
 //! outstanding; requests that arrive meanwhile wait in a queue and leave
 //! together in the next proposal, as one `Command::Batch` entry of at most
-//! [`MAX_BATCH`] requests. A lone writer sees no added wait: with a free
-//! slot its request is proposed at once, unwrapped. Each member keeps its
-//! own request id, deduplication and response (`ControlState::apply`); a
-//! batch applies in queue order, atomically. Commands that must stand alone
+//! [`MAX_BATCH`] requests and about [`MAX_BATCH_BYTES`]. A lone writer sees
+//! no added wait: with a free slot its request is proposed at once,
+//! unwrapped. Each member keeps its own request id, deduplication and
+//! response (`ControlState::apply`); a batch applies in queue order,
+//! atomically. Commands that must stand alone
 //! in the log (`Command::batchable`) are proposed alone. A request whose
 //! caller has given up (deadline) before it left the queue is dropped
 //! unproposed.
@@ -25,10 +26,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::command::{Command, Request, Response};
+use crate::network::byte_budget;
 use crate::types::{NodeId, NodeInfo, Raft};
 
 /// Requests per log entry (well below `state::MAX_REQUESTS_PER_ENTRY`).
 pub const MAX_BATCH: usize = 256;
+/// Approximate bytes of requests per log entry beyond its first request
+/// ([`Request::approx_bytes`]): a burst of megabyte collateral uploads
+/// becomes a run of entries of about a megabyte each, not one entry of
+/// hundreds, which every node would have to encode, send and write at once.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Proposals the leader has outstanding at once. One: every proposal costs
 /// a synced append on each of the five nodes and its own AppendEntries to
 /// each follower, so under load the cluster's CPU per write falls with the
@@ -103,17 +110,23 @@ impl BatchQueue {
             }
             queue.retain(|p| !p.done.is_closed());
             while in_flight.len() < MAX_PROPOSALS_IN_FLIGHT && !queue.is_empty() {
-                let take = if queue.front().is_some_and(|p| p.req.command.batchable()) {
-                    queue.iter().take(MAX_BATCH).take_while(|p| p.req.command.batchable()).count()
-                } else {
-                    1
-                };
-                let group: Vec<Pending> = queue.drain(..take).collect();
+                let group: Vec<Pending> = queue.drain(..next_group(&queue)).collect();
                 in_flight.spawn(propose_group(raft(), group));
             }
             metrics::gauge!("attest_control_proposal_queue").set(queue.len() as f64);
         }
     }
+}
+
+/// How many requests from the front of `queue` the next proposal carries:
+/// one that must stand alone, or a run of batchable requests of at most
+/// [`MAX_BATCH`] requests and, beyond the first, [`MAX_BATCH_BYTES`].
+fn next_group(queue: &VecDeque<Pending>) -> usize {
+    if !queue.front().is_some_and(|p| p.req.command.batchable()) {
+        return queue.len().min(1);
+    }
+    let mut fits = byte_budget(MAX_BATCH_BYTES);
+    queue.iter().take(MAX_BATCH).take_while(|p| p.req.command.batchable() && fits(p.req.approx_bytes())).count()
 }
 
 async fn propose_group(raft: Raft, mut group: Vec<Pending>) {
@@ -156,5 +169,42 @@ fn propose_error(e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Pr
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader(f.leader_id),
         e => ProposeError::Failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(command: Command) -> Pending {
+        let (done, _) = oneshot::channel();
+        Pending { req: Request { request_id: "r".into(), actor: "t".into(), proposed_at_ms: 0, command }, done }
+    }
+
+    fn collateral(bytes: usize) -> Command {
+        Command::PutCollateral { key: "k".into(), blob_b64: "A".repeat(bytes) }
+    }
+
+    #[test]
+    fn a_proposal_is_bounded_in_requests_bytes_and_kind() {
+        let noop = || pending(Command::Noop);
+        let mut q: VecDeque<Pending> = (0..MAX_BATCH + 10).map(|_| noop()).collect();
+        assert_eq!(next_group(&q), MAX_BATCH);
+        // 400 KiB uploads: two per entry; a larger one than the bound alone.
+        q = [400 << 10, 400 << 10, 400 << 10, 2 << 20, 10].into_iter().map(|b| pending(collateral(b))).collect();
+        assert_eq!(next_group(&q), 2);
+        q.drain(..2);
+        assert_eq!(next_group(&q), 1);
+        q.drain(..1);
+        assert_eq!(next_group(&q), 1, "the oversized upload goes alone");
+        // A command that must stand alone ends a run, and goes alone.
+        let mode = || {
+            pending(Command::SetReplicationMode { mode: crate::command::ReplicationMode::Async, reason: "t".into() })
+        };
+        q = VecDeque::from([noop(), noop(), mode(), noop()]);
+        assert_eq!(next_group(&q), 2);
+        q.drain(..2);
+        assert_eq!(next_group(&q), 1);
+        assert_eq!(next_group(&VecDeque::new()), 0);
     }
 }

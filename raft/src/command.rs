@@ -224,6 +224,47 @@ impl Request {
             _ => std::slice::from_ref(self),
         }
     }
+
+    /// About how many bytes the request takes in the log: its strings and
+    /// JSON values plus an allowance for field names, ids and numbers.
+    /// Cheap (nothing but the small JSON values is encoded), for bounding
+    /// group-commit batches; JSON escaping can make the encoding larger,
+    /// which the transport's exact bound (`network::MAX_APPEND_BYTES`) takes.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 256;
+        let variable = match &self.command {
+            Command::SetPolicy { provider, attestation_type, document, meta } => {
+                provider.len() + attestation_type.len() + document.len() + json_len(meta)
+            }
+            Command::PutCollateral { key, blob_b64 } => key.len() + blob_b64.len(),
+            Command::CreateProvider { signer_certs, .. } => signer_certs.iter().map(String::len).sum(),
+            Command::AddSigner { cert_pem, .. } | Command::RegisterNodeCert { cert_pem, .. } => cert_pem.len(),
+            Command::Promoted { detail, .. } | Command::Rebalanced { detail, .. } | Command::Audit { detail, .. } => {
+                json_len(detail)
+            }
+            Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
+            _ => 0,
+        };
+        FIXED + self.request_id.len() + self.actor.len() + variable
+    }
+}
+
+/// Length of `v`'s JSON encoding, counted without building it.
+fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a `Value` into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// A [`Request`] as it sits in the Raft log: shared rather than copied
@@ -255,6 +296,16 @@ impl LogRequest {
 
     fn json(&self) -> Option<&RawValue> {
         self.0.json.get_or_init(|| serde_json::value::to_raw_value(&self.0.request).ok()).as_deref()
+    }
+
+    /// Length of the request's JSON encoding: exact, and free once the
+    /// entry has been encoded (the log store encodes it before the
+    /// transport sees it; the encoding is kept).
+    pub fn encoded_len(&self) -> usize {
+        match self.json() {
+            Some(raw) => raw.get().len(),
+            None => self.0.request.approx_bytes(),
+        }
     }
 }
 

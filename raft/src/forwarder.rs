@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::control::bounded;
-use crate::network::Channels;
+use crate::network::{byte_budget, Channels};
 
 /// Forward calls outstanding per leader address.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -80,17 +80,8 @@ impl Lane {
     /// The next call's members: at least one, at most [`MAX_BATCH`] and,
     /// beyond the first, [`MAX_BATCH_BYTES`] of commands.
     fn take(&mut self) -> Vec<Pending> {
-        let mut bytes = 0;
-        let n = self
-            .waiting
-            .iter()
-            .take(MAX_BATCH)
-            .enumerate()
-            .take_while(|(i, p)| {
-                bytes += p.command.len();
-                *i == 0 || bytes <= MAX_BATCH_BYTES
-            })
-            .count();
+        let mut fits = byte_budget(MAX_BATCH_BYTES);
+        let n = self.waiting.iter().take(MAX_BATCH).take_while(|p| fits(p.command.len())).count();
         self.waiting.drain(..n).collect()
     }
 }
@@ -237,12 +228,10 @@ async fn send_each(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::command::{Command, Request};
     use crate::control::WriteOutcome;
-    use crate::{NodeInfo, RaftNode, RaftNodeConfig, Timing};
+    use crate::RaftNode;
 
     fn request(id: &str, name: &str) -> Vec<u8> {
         let req = Request {
@@ -260,36 +249,10 @@ mod tests {
         (Pending { command, deadline, rpc_timeout: Duration::from_secs(10), done }, rx)
     }
 
-    /// A one-node cluster (plaintext gRPC, RocksDB in a temporary
-    /// directory) that leads, and a forwarder aimed at it.
+    /// A one-node cluster that leads, and a forwarder aimed at it.
     async fn leader() -> (RaftNode, Forwarder, String, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = RaftNodeConfig {
-            id: 1,
-            region: "east".into(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            advertise_raft: String::new(),
-            advertise_api: String::new(),
-            data_dir: dir.path().to_path_buf(),
-            timing: Timing::default(),
-            tls: None,
-            primary_region: "east".into(),
-            secondary_region: None,
-            dial_overrides: Default::default(),
-            promote_min_outage: Duration::from_secs(60),
-        };
-        let node = RaftNode::start(cfg).await.expect("starts");
+        let (node, dir) = crate::test_support::leader().await;
         let addr = node.bound.to_string();
-        let me = NodeInfo { region: "east".into(), raft_addr: addr.clone(), api_addr: String::new() };
-        node.bootstrap(BTreeMap::from([(1, me)])).await.expect("bootstraps");
-        let mut metrics = node.control.raft().metrics();
-        tokio::time::timeout(Duration::from_secs(30), async {
-            while metrics.borrow_and_update().state != openraft::ServerState::Leader {
-                let _ = metrics.changed().await;
-            }
-        })
-        .await
-        .expect("leads within 30 s");
         let forwarder = Forwarder::new(node.control.channels.clone());
         (node, forwarder, addr, dir)
     }

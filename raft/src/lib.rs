@@ -30,6 +30,8 @@ pub mod service;
 pub mod shipper;
 pub mod state;
 pub mod state_machine;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod types;
 

@@ -18,6 +18,7 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::db::{index_key, key_index, CF_LOGS, CF_META};
+use crate::network::{byte_budget, MAX_APPEND_BYTES};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -92,18 +93,20 @@ impl EntryCache {
         self.bytes = 0;
     }
 
-    /// The entries of `range` from `start` on, if the run covers `start`.
-    fn read<RB: RangeBounds<u64>>(&self, start: u64, range: &RB) -> Option<Vec<Entry>> {
+    /// The entries of `range` from `start` on (at most `max_bytes` beyond
+    /// the first), if the run covers `start`.
+    fn read<RB: RangeBounds<u64>>(&self, start: u64, range: &RB, max_bytes: usize) -> Option<Vec<Entry>> {
         let first = self.entries.front()?.0.log_id.index;
         if start < first {
             return None;
         }
         let skip = usize::try_from(start - first).ok()?;
+        let mut fits = byte_budget(max_bytes);
         Some(
             self.entries
                 .iter()
                 .skip(skip)
-                .take_while(|(e, _)| range.contains(&e.log_id.index))
+                .take_while(|(e, size)| range.contains(&e.log_id.index) && fits(*size))
                 .map(|(e, _)| e.clone())
                 .collect(),
         )
@@ -187,14 +190,37 @@ impl LogStore {
     /// Up to `limit` entries from `from` on, as stored locally (committed
     /// or not): operators, recovery reports and the shipper's catch-up.
     pub fn entries_from(&self, from: u64, limit: usize) -> Result<Vec<Entry>, StorageError> {
+        self.entries_within(from, limit, usize::MAX)
+    }
+
+    /// Like [`Self::entries_from`], cut at `max_bytes` of stored entries
+    /// beyond the first (what one AppendEntries may carry).
+    pub fn entries_within(&self, from: u64, limit: usize, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
         let end = from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
-        if let Some(hit) = self.cached().read(from, &(from..end)) {
+        self.read_range(from, &(from..end), max_bytes)
+    }
+
+    /// The entries of `range` from `start` on, at most `max_bytes` of them
+    /// beyond the first: from the cache when it covers `start`, else
+    /// decoded from disk (only those kept).
+    fn read_range<RB: RangeBounds<u64>>(
+        &self,
+        start: u64,
+        range: &RB,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if let Some(hit) = self.cached().read(start, range, max_bytes) {
             return Ok(hit);
         }
+        let mut fits = byte_budget(max_bytes);
         let mut out = Vec::new();
-        let it = self.db.iterator_cf(self.cf_logs(), IteratorMode::From(&index_key(from), Direction::Forward));
-        for item in it.take(limit) {
-            let (_, v) = item.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let it = self.db.iterator_cf(self.cf_logs(), IteratorMode::From(&index_key(start), Direction::Forward));
+        for item in it {
+            let (k, v) = item.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            let Some(idx) = key_index(&k) else { continue };
+            if !range.contains(&idx) || !fits(v.len()) {
+                break;
+            }
             out.push(serde_json::from_slice(&v).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?);
         }
         Ok(out)
@@ -274,21 +300,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        if let Some(hit) = self.cached().read(start, &range) {
-            return Ok(hit);
-        }
-        let mut out = Vec::new();
-        let it = self.db.iterator_cf(self.cf_logs(), IteratorMode::From(&index_key(start), Direction::Forward));
-        for item in it {
-            let (k, v) = item.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            let Some(idx) = key_index(&k) else { continue };
-            if !range.contains(&idx) {
-                break;
-            }
-            let e: Entry = serde_json::from_slice(&v).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            out.push(e);
-        }
-        Ok(out)
+        self.read_range(start, &range, usize::MAX)
+    }
+
+    /// What openraft replicates in one AppendEntries: the first entries of
+    /// `[start, end)` within [`MAX_APPEND_BYTES`] (openraft itself counts
+    /// entries only; see there). openraft sends the rest in the next request.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        self.read_range(start, &(start..end), MAX_APPEND_BYTES)
     }
 }
 
@@ -410,19 +429,63 @@ mod tests {
         for i in 5..=9 {
             c.push(entry(i), 10);
         }
-        assert_eq!(indexes(c.read(7, &(7..))), Some(vec![7, 8, 9]));
-        assert_eq!(indexes(c.read(6, &(6..8))), Some(vec![6, 7]));
-        assert_eq!(c.read(4, &(4..)), None, "index 4 is only on disk");
-        assert_eq!(indexes(c.read(12, &(12..))), Some(vec![]), "nothing past the log's end");
+        assert_eq!(indexes(c.read(7, &(7..), usize::MAX)), Some(vec![7, 8, 9]));
+        assert_eq!(indexes(c.read(6, &(6..8), usize::MAX)), Some(vec![6, 7]));
+        assert_eq!(c.read(4, &(4..), usize::MAX), None, "index 4 is only on disk");
+        assert_eq!(indexes(c.read(12, &(12..), usize::MAX)), Some(vec![]), "nothing past the log's end");
         c.truncate_from(8);
-        assert_eq!(indexes(c.read(5, &(5..))), Some(vec![5, 6, 7]));
+        assert_eq!(indexes(c.read(5, &(5..), usize::MAX)), Some(vec![5, 6, 7]));
         c.purge_through(5);
-        assert_eq!(c.read(5, &(5..)), None);
+        assert_eq!(c.read(5, &(5..), usize::MAX), None);
         // A gap (after a recovery rewrite) restarts the run.
         c.push(entry(20), 10);
-        assert_eq!(c.read(7, &(7..)), None);
-        assert_eq!(indexes(c.read(20, &(20..))), Some(vec![20]));
+        assert_eq!(c.read(7, &(7..), usize::MAX), None);
+        assert_eq!(indexes(c.read(20, &(20..), usize::MAX)), Some(vec![20]));
         assert_eq!(c.bytes, 10);
+    }
+
+    fn collateral(index: u64, bytes: usize) -> Entry {
+        let command = Command::PutCollateral { key: format!("k{index}"), blob_b64: "A".repeat(bytes) };
+        let req = Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(req.into()),
+        }
+    }
+
+    /// openraft asks for up to 300 entries per AppendEntries; it gets the
+    /// first ones within `MAX_APPEND_BYTES` (and always one), from disk and
+    /// from the cache alike. Other reads are not cut.
+    #[tokio::test]
+    async fn replication_reads_are_bounded_by_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::new(crate::db::open(dir.path()).expect("opens"));
+        let quarter = MAX_APPEND_BYTES / 4;
+        let entries: Vec<Entry> =
+            (1..=10).map(|i| collateral(i, if i == 5 { 2 * MAX_APPEND_BYTES } else { quarter })).collect();
+        for e in &entries {
+            let v = serde_json::to_vec(e).expect("encodes");
+            store.db.put_cf(store.cf_logs(), index_key(e.log_id.index), v).expect("written");
+        }
+        let got = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        // Four quarter-budget entries pass the budget by their framing.
+        assert_eq!(got(store.limited_get_log_entries(1, 301).await.expect("read")), vec![1, 2, 3]);
+        assert_eq!(got(store.limited_get_log_entries(4, 301).await.expect("read")), vec![4]);
+        assert_eq!(
+            got(store.limited_get_log_entries(5, 301).await.expect("read")),
+            vec![5],
+            "an oversized entry goes alone"
+        );
+        assert_eq!(got(store.limited_get_log_entries(9, 10).await.expect("read")), vec![9]);
+        assert_eq!(store.try_get_log_entries(1..).await.expect("read").len(), 10);
+        assert_eq!(got(store.entries_within(6, 256, MAX_APPEND_BYTES).expect("read")), vec![6, 7, 8]);
+        for e in entries {
+            let size = serde_json::to_vec(&e).expect("encodes").len();
+            store.cached().push(e, size);
+        }
+        assert_eq!(got(store.limited_get_log_entries(2, 301).await.expect("read")), vec![2, 3, 4]);
+        assert_eq!(got(store.limited_get_log_entries(5, 301).await.expect("read")), vec![5]);
+        assert_eq!(store.entries_from(1, 256).expect("read").len(), 10);
     }
 
     #[test]
@@ -432,7 +495,7 @@ mod tests {
             c.push(entry(i), CACHE_MAX_BYTES / 3);
         }
         assert_eq!(c.entries.len(), 3);
-        assert_eq!(c.read(1, &(1..)), None);
-        assert_eq!(indexes(c.read(2, &(2..))), Some(vec![2, 3, 4]));
+        assert_eq!(c.read(1, &(1..), usize::MAX), None);
+        assert_eq!(indexes(c.read(2, &(2..), usize::MAX)), Some(vec![2, 3, 4]));
     }
 }

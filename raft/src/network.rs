@@ -16,18 +16,61 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use openraft::EntryPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::epoch::EpochState;
 use crate::tls::PeerTls;
-use crate::types::{NodeId, NodeInfo, TypeConfig};
+use crate::types::{Entry, NodeId, NodeInfo, TypeConfig};
 
 /// Largest gRPC message a node accepts (a batch of log entries or one
 /// snapshot chunk). Policy and collateral sizes are bounded far below this
 /// at the API.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// Encoded entries per AppendEntries beyond its first entry: the log
+/// store's reads for openraft's replication (`limited_get_log_entries`) and
+/// the shipper keep to it. Why: openraft bounds a request by entry count
+/// only (`max_payload_entries`, 300), and an entry may hold a megabyte of
+/// collateral: 300 of them would exceed [`MAX_MESSAGE_BYTES`] and be
+/// refused on every retry, stalling the follower for good. openraft also
+/// gives an AppendEntries one heartbeat interval to be sent, decoded and
+/// synced to disk; a megabyte fits in that on a LAN or a WAN link, hundreds
+/// do not. Under load an entry holds tens of kilobytes, so this only splits
+/// a lagging follower's catch-up into more round trips.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// A running byte budget for cutting a run of items into one message:
+/// admits the first item whatever its size (a single write is bounded by
+/// the API's body limit, far below the message limit), then items while
+/// the total stays within `max`. Use it in a `take_while`.
+pub(crate) fn byte_budget(max: usize) -> impl FnMut(usize) -> bool {
+    let mut used: Option<usize> = None;
+    move |size| {
+        let total = used.map_or(size, |u| u.saturating_add(size));
+        let first = used.is_none();
+        used = Some(total);
+        first || total <= max
+    }
+}
+
+/// How many of `entries`, from the first, fit in `budget` encoded bytes
+/// (see [`byte_budget`]).
+pub(crate) fn entries_within(entries: &[Entry], budget: usize) -> usize {
+    let mut fits = byte_budget(budget);
+    entries.iter().take_while(|e| fits(entry_len(e))).count()
+}
+
+/// An entry's encoded size: exact for a request (its kept encoding);
+/// membership lists a handful of nodes and a blank entry is empty.
+fn entry_len(e: &Entry) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(r) => r.encoded_len(),
+        _ => 1024,
+    }
+}
 
 /// Long-lived channels keyed by peer address.
 #[derive(Clone)]
@@ -252,5 +295,91 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // Retry an unreachable peer at about the heartbeat rate: a restarted
         // node should rejoin within a beat, not after openraft's 500 ms.
         Backoff::new(std::iter::repeat(self.backoff))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+    use crate::command::{Command, LogRequest, Request};
+    use crate::test_support;
+    use crate::types::LogId;
+
+    fn collateral(key: &str, bytes: usize) -> Request {
+        Request {
+            request_id: format!("put-{key}"),
+            actor: "test".into(),
+            proposed_at_ms: 0,
+            command: Command::PutCollateral { key: key.into(), blob_b64: "QUJD".repeat(bytes / 4) },
+        }
+    }
+
+    fn entry(index: u64, req: Request) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogRequest::new(req)),
+        }
+    }
+
+    #[test]
+    fn an_append_carries_what_fits_and_always_its_first_entry() {
+        let quarter = |i: u64| entry(i, collateral(&i.to_string(), MAX_APPEND_BYTES / 4));
+        // Four quarter-budget entries would pass the budget by their framing.
+        let entries: Vec<Entry> = (1..=10).map(quarter).collect();
+        assert_eq!(entries_within(&entries, MAX_APPEND_BYTES), 3);
+        // One entry larger than the whole budget still goes (alone).
+        let huge = vec![entry(1, collateral("h", MAX_APPEND_BYTES + 10)), quarter(2)];
+        assert_eq!(entries_within(&huge, MAX_APPEND_BYTES), 1);
+        assert_eq!(entries_within(&[], MAX_APPEND_BYTES), 0);
+        let small: Vec<Entry> = (1..=300).map(|i| entry(i, collateral(&i.to_string(), 100))).collect();
+        assert_eq!(entries_within(&small, MAX_APPEND_BYTES), 300);
+    }
+
+    #[test]
+    fn a_budget_admits_the_first_item_then_what_fits() {
+        let mut fits = byte_budget(10);
+        assert!(fits(25), "the first item goes whatever its size");
+        assert!(!fits(1));
+        let mut fits = byte_budget(10);
+        let taken: Vec<usize> = [4, 4, 2, 1, 1].into_iter().take_while(|n| fits(*n)).collect();
+        assert_eq!(taken, vec![4, 4, 2]);
+    }
+
+    /// A learner that joins behind more entries than one AppendEntries may
+    /// carry gets them all, over several requests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_catches_up_on_more_than_one_append_of_entries() {
+        let (leader, _dir1) = test_support::leader().await;
+        // Two of these per AppendEntries: a dozen requests to catch up.
+        let blobs = 24;
+        for i in 0..blobs {
+            let req = leader.control.request("test", collateral(&format!("k{i}"), 400 << 10).command);
+            let out = leader.control.write(req, Duration::from_secs(20)).await.expect("written");
+            assert!(out.error.is_none(), "{:?}", out.error);
+        }
+        let (learner, _dir2) = test_support::start(2).await;
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            leader.control.add_member(2, test_support::info(&learner), false),
+        )
+        .await
+        .expect("caught up within 60 s")
+        .expect("added");
+        let applied = leader.control.raft().metrics().borrow().last_applied;
+        let mut m = learner.control.raft().metrics();
+        let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
+            while m.borrow_and_update().last_applied < applied {
+                let _ = m.changed().await;
+            }
+        });
+        assert!(caught_up.await.is_ok(), "the learner did not apply the leader's log");
+        let held = learner.control.state.read(|s| s.collateral.len());
+        assert_eq!(held, blobs);
+        learner.shutdown().await;
+        leader.shutdown().await;
     }
 }

@@ -44,12 +44,12 @@ use tokio::time::Instant;
 
 use crate::command::ReplicationMode;
 use crate::control::{secondary_members, ControlPlane};
-use crate::network::{NetworkFactory, PeerClient};
+use crate::network::{entries_within, NetworkFactory, PeerClient, MAX_APPEND_BYTES};
 use crate::types::{Entry, LogId, NodeId, NodeInfo, TypeConfig};
 
 /// Requests outstanding per secondary peer.
 pub const MAX_IN_FLIGHT: usize = 4;
-/// Entries per request.
+/// Entries per request (which also keeps to `network::MAX_APPEND_BYTES`).
 const MAX_BATCH: usize = 256;
 /// Entries the outbox keeps for peers that have not acknowledged them; a
 /// peer further behind is left to openraft's own replication.
@@ -366,8 +366,11 @@ impl Shipper {
     /// contiguous from `index + 1`.
     fn entries_after(&self, outbox: &Outbox, index: u64) -> Option<Vec<Entry>> {
         let entries = match outbox.after(index, MAX_BATCH) {
-            Some(e) => e,
-            None => self.control.log.entries_from(index + 1, MAX_BATCH).ok()?,
+            Some(mut e) => {
+                e.truncate(entries_within(&e, MAX_APPEND_BYTES));
+                e
+            }
+            None => self.control.log.entries_within(index + 1, MAX_BATCH, MAX_APPEND_BYTES).ok()?,
         };
         let contiguous = entries.iter().enumerate().all(|(i, e)| e.log_id.index == index + 1 + i as u64);
         (contiguous && !entries.is_empty()).then_some(entries)

@@ -1,0 +1,49 @@
+//! In-process nodes for this crate's tests: real RocksDB in a temporary
+//! directory, real gRPC on an ephemeral loopback port, plaintext.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::{NodeId, NodeInfo, RaftNode, RaftNodeConfig, Timing};
+
+/// Starts node `id` of region `east` (not bootstrapped). Keep the
+/// directory alive as long as the node.
+pub(crate) async fn start(id: NodeId) -> (RaftNode, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = RaftNodeConfig {
+        id,
+        region: "east".into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertise_raft: String::new(),
+        advertise_api: String::new(),
+        data_dir: dir.path().to_path_buf(),
+        timing: Timing::default(),
+        tls: None,
+        primary_region: "east".into(),
+        secondary_region: None,
+        dial_overrides: Default::default(),
+        promote_min_outage: Duration::from_secs(60),
+    };
+    let node = RaftNode::start(cfg).await.expect("starts");
+    (node, dir)
+}
+
+/// How the cluster knows `node`.
+pub(crate) fn info(node: &RaftNode) -> NodeInfo {
+    NodeInfo { region: "east".into(), raft_addr: node.bound.to_string(), api_addr: String::new() }
+}
+
+/// A one-node cluster of node 1 that leads (bounded wait: 30 s).
+pub(crate) async fn leader() -> (RaftNode, tempfile::TempDir) {
+    let (node, dir) = start(1).await;
+    node.bootstrap(BTreeMap::from([(1, info(&node))])).await.expect("bootstraps");
+    let mut metrics = node.control.raft().metrics();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while metrics.borrow_and_update().state != openraft::ServerState::Leader {
+            let _ = metrics.changed().await;
+        }
+    })
+    .await
+    .expect("leads within 30 s");
+    (node, dir)
+}
