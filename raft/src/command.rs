@@ -228,8 +228,8 @@ impl Request {
     /// About how many bytes the request takes in the log: its strings and
     /// JSON values plus an allowance for field names, ids and numbers.
     /// Cheap (nothing but the small JSON values is encoded), for bounding
-    /// group-commit batches; JSON escaping can make the encoding larger,
-    /// which the transport's exact bound (`network::MAX_APPEND_BYTES`) takes.
+    /// group-commit batches. JSON escaping can make the encoding larger;
+    /// replication measures the real encoding (`network::MAX_APPEND_BYTES`).
     pub fn approx_bytes(&self) -> usize {
         const FIXED: usize = 256;
         let variable = match &self.command {

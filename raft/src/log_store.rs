@@ -188,13 +188,14 @@ impl LogStore {
     }
 
     /// Up to `limit` entries from `from` on, as stored locally (committed
-    /// or not): operators, recovery reports and the shipper's catch-up.
+    /// or not): operators and recovery reports.
     pub fn entries_from(&self, from: u64, limit: usize) -> Result<Vec<Entry>, StorageError> {
         self.entries_within(from, limit, usize::MAX)
     }
 
     /// Like [`Self::entries_from`], cut at `max_bytes` of stored entries
-    /// beyond the first (what one AppendEntries may carry).
+    /// beyond the first (what one AppendEntries may carry): the shipper's
+    /// catch-up of a peer the outbox no longer covers.
     pub fn entries_within(&self, from: u64, limit: usize, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
         let end = from.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
         self.read_range(from, &(from..end), max_bytes)
