@@ -65,7 +65,7 @@ pub(crate) fn entries_within(entries: &[Entry], budget: usize) -> usize {
 
 /// An entry's encoded size: exact for a request (its kept encoding);
 /// membership lists a handful of nodes and a blank entry is empty.
-fn entry_len(e: &Entry) -> usize {
+pub(crate) fn entry_len(e: &Entry) -> usize {
     match &e.payload {
         EntryPayload::Normal(r) => r.encoded_len(),
         _ => 1024,

@@ -44,16 +44,19 @@ use tokio::time::Instant;
 
 use crate::command::ReplicationMode;
 use crate::control::{secondary_members, ControlPlane};
-use crate::network::{entries_within, NetworkFactory, PeerClient, MAX_APPEND_BYTES};
+use crate::network::{entries_within, entry_len, NetworkFactory, PeerClient, MAX_APPEND_BYTES};
 use crate::types::{Entry, LogId, NodeId, NodeInfo, TypeConfig};
 
 /// Requests outstanding per secondary peer.
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Entries per request (which also keeps to `network::MAX_APPEND_BYTES`).
 const MAX_BATCH: usize = 256;
-/// Entries the outbox keeps for peers that have not acknowledged them; a
-/// peer further behind is left to openraft's own replication.
+/// Entries the outbox keeps for peers that have not acknowledged them, at
+/// most, and their encoded size at most (a burst of megabyte collateral
+/// uploads must not pin gigabytes); a peer further behind is sent entries
+/// from the log.
 const MAX_KEPT: usize = 4096;
+const MAX_KEPT_BYTES: usize = 32 << 20;
 
 type Leader = LeaderId<NodeId>;
 
@@ -82,6 +85,26 @@ pub struct Outbox {
 struct Kept {
     leader: Option<Leader>,
     entries: VecDeque<Entry>,
+    /// Encoded size of `entries`.
+    bytes: usize,
+}
+
+impl Kept {
+    fn push_back(&mut self, e: Entry) {
+        self.bytes = self.bytes.saturating_add(entry_len(&e));
+        self.entries.push_back(e);
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes = self.bytes.saturating_sub(entry_len(&e));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
 }
 
 impl Default for Outbox {
@@ -111,13 +134,14 @@ impl Outbox {
         let mut added = false;
         for e in entries.iter().filter(|e| e.log_id.leader_id == leader) {
             if k.entries.back().is_some_and(|last| last.log_id.index + 1 != e.log_id.index) {
-                k.entries.clear();
+                k.clear();
             }
-            k.entries.push_back(e.clone());
+            k.push_back(e.clone());
             added = true;
         }
-        while k.entries.len() > MAX_KEPT {
-            k.entries.pop_front();
+        // Always keep the newest entry, whatever its size.
+        while k.entries.len() > 1 && (k.entries.len() > MAX_KEPT || k.bytes > MAX_KEPT_BYTES) {
+            k.pop_front();
         }
         drop(k);
         if added {
@@ -133,7 +157,7 @@ impl Outbox {
             return;
         }
         k.leader = leader;
-        k.entries.clear();
+        k.clear();
         self.leading.store(leader.is_some(), Ordering::Release);
         drop(k);
         self.acks.send_modify(|a| {
@@ -160,7 +184,7 @@ impl Outbox {
     fn trim_through(&self, index: u64) {
         let mut k = self.kept();
         while k.entries.front().is_some_and(|e| e.log_id.index <= index) {
-            k.entries.pop_front();
+            k.pop_front();
         }
     }
 
@@ -469,6 +493,40 @@ mod tests {
         o.set_leader(None);
         o.offer(&[entry(2, 1, 21)]);
         assert_eq!(o.last_index(), None);
+    }
+
+    #[test]
+    fn keeps_a_bounded_number_of_bytes() {
+        let o = Outbox::default();
+        o.set_leader(Some(LeaderId::new(2, 1)));
+        let big = |index: u64| {
+            let command = Command::PutCollateral { key: "k".into(), blob_b64: "A".repeat(MAX_KEPT_BYTES / 4) };
+            let req = Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command };
+            Entry {
+                log_id: LogId::new(LeaderId::new(2, 1), index),
+                payload: openraft::EntryPayload::Normal(req.into()),
+            }
+        };
+        for i in 1..=6 {
+            o.offer(&[big(i)]);
+        }
+        // Three quarter-bound entries fit (a fourth passes by its framing).
+        assert!(o.after(2, 10).is_none(), "the oldest were dropped");
+        assert_eq!(o.after(3, 10).map(|v| v.len()), Some(3));
+        assert!(o.kept().bytes <= MAX_KEPT_BYTES);
+        let huge = Request {
+            request_id: "h".into(),
+            actor: "t".into(),
+            proposed_at_ms: 0,
+            command: Command::PutCollateral { key: "k".into(), blob_b64: "A".repeat(MAX_KEPT_BYTES + 1) },
+        };
+        o.offer(&[Entry {
+            log_id: LogId::new(LeaderId::new(2, 1), 7),
+            payload: openraft::EntryPayload::Normal(huge.into()),
+        }]);
+        assert_eq!(o.after(6, 10).map(|v| v.len()), Some(1), "the newest entry is kept whatever its size");
+        o.trim_through(7);
+        assert_eq!(o.kept().bytes, 0);
     }
 
     fn append(
