@@ -186,14 +186,14 @@ impl RaftNode {
             recovery_lock: Default::default(),
             promote_min_outage: cfg.promote_min_outage,
             state,
-            channels: channels.clone(),
+            forwarder: forwarder::Forwarder::new(channels.clone()),
+            channels,
             timing: cfg.timing.clone(),
             leader_contact: Default::default(),
             log: log_view,
             handoff,
             outbox,
             batcher,
-            forwarder: forwarder::Forwarder::new(channels.clone()),
         });
 
         if control.epoch.is_fenced() {

@@ -370,13 +370,13 @@ mod tests {
         .expect("caught up within 60 s")
         .expect("added");
         let applied = leader.control.raft().metrics().borrow().last_applied;
-        let mut m = learner.control.raft().metrics();
-        let caught_up = tokio::time::timeout(Duration::from_secs(30), async {
-            while m.borrow_and_update().last_applied < applied {
-                let _ = m.changed().await;
-            }
-        });
-        assert!(caught_up.await.is_ok(), "the learner did not apply the leader's log");
+        let caught_up = learner
+            .control
+            .raft()
+            .wait(Some(Duration::from_secs(30)))
+            .applied_index_at_least(applied.map(|l| l.index), "caught up")
+            .await;
+        assert!(caught_up.is_ok(), "the learner did not apply the leader's log");
         let held = learner.control.state.read(|s| s.collateral.len());
         assert_eq!(held, blobs);
         learner.shutdown().await;

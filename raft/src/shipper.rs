@@ -90,8 +90,9 @@ struct Kept {
 }
 
 impl Kept {
-    fn push_back(&mut self, e: Entry) {
-        self.bytes = self.bytes.saturating_add(entry_len(&e));
+    /// `size` is `entry_len(&e)`, computed before the lock is taken.
+    fn push_back(&mut self, e: Entry, size: usize) {
+        self.bytes = self.bytes.saturating_add(size);
         self.entries.push_back(e);
     }
 
@@ -129,14 +130,17 @@ impl Outbox {
         if !self.leading.load(Ordering::Acquire) || entries.is_empty() {
             return;
         }
+        // Sized (which encodes each entry once, as the log store's write
+        // does next) outside the lock the shipper reads under.
+        let sizes: Vec<usize> = entries.iter().map(entry_len).collect();
         let mut k = self.kept();
         let Some(leader) = k.leader else { return };
         let mut added = false;
-        for e in entries.iter().filter(|e| e.log_id.leader_id == leader) {
+        for (e, size) in entries.iter().zip(sizes).filter(|(e, _)| e.log_id.leader_id == leader) {
             if k.entries.back().is_some_and(|last| last.log_id.index + 1 != e.log_id.index) {
                 k.clear();
             }
-            k.push_back(e.clone());
+            k.push_back(e.clone(), size);
             added = true;
         }
         // Always keep the newest entry, whatever its size.

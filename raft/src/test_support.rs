@@ -37,13 +37,11 @@ pub(crate) fn info(node: &RaftNode) -> NodeInfo {
 pub(crate) async fn leader() -> (RaftNode, tempfile::TempDir) {
     let (node, dir) = start(1).await;
     node.bootstrap(BTreeMap::from([(1, info(&node))])).await.expect("bootstraps");
-    let mut metrics = node.control.raft().metrics();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while metrics.borrow_and_update().state != openraft::ServerState::Leader {
-            let _ = metrics.changed().await;
-        }
-    })
-    .await
-    .expect("leads within 30 s");
+    node.control
+        .raft()
+        .wait(Some(Duration::from_secs(30)))
+        .state(openraft::ServerState::Leader, "leads")
+        .await
+        .expect("leads within 30 s");
     (node, dir)
 }
