@@ -34,12 +34,22 @@ pub struct LoadResult {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The whole machine's CPU over the measured window (`/proc/stat`),
+    /// `None` where it cannot be read.
+    pub cpu: Option<CpuShare>,
 }
+
+/// Header of the table [`LoadResult::row`] prints rows of.
+pub const LOAD_TABLE_HEADER: &str = "| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU busy % | CPU steal % |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
 impl LoadResult {
     pub fn row(&self) -> String {
+        let (busy, steal) = match self.cpu {
+            Some(c) => (format!("{:.0}", c.busy_pct), format!("{:.0}", c.steal_pct)),
+            None => ("–".into(), "–".into()),
+        };
         format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {busy} | {steal} |",
             self.target,
             self.clients,
             self.value_bytes,
@@ -53,6 +63,43 @@ impl LoadResult {
     }
 }
 
+/// How the machine's CPU time was spent over a window, in percent of all
+/// CPUs' time.
+///
+/// Why: on a virtual machine the host may run other work on our CPUs
+/// (`steal`); a row measured while the host took a third of the CPU says
+/// little about the system under test, and a comparison of two rows only
+/// holds when both ran at a similar steal.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CpuShare {
+    /// user + nice + system + irq + softirq.
+    pub busy_pct: f64,
+    pub steal_pct: f64,
+}
+
+/// Cumulative CPU ticks from the first line of `/proc/stat`:
+/// (busy, steal, total).
+fn cpu_ticks() -> Option<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already inside user and nice).
+    let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = v[..] else { return None };
+    let busy = user + nice + system + irq + softirq;
+    Some((busy, steal, busy + idle + iowait + steal))
+}
+
+/// The machine's CPU share between two [`cpu_ticks`] readings.
+fn cpu_share(from: Option<(u64, u64, u64)>, to: Option<(u64, u64, u64)>) -> Option<CpuShare> {
+    let ((b0, s0, t0), (b1, s1, t1)) = (from?, to?);
+    let total = t1.checked_sub(t0).filter(|t| *t > 0)? as f64;
+    Some(CpuShare {
+        busy_pct: b1.saturating_sub(b0) as f64 * 100.0 / total,
+        steal_pct: s1.saturating_sub(s0) as f64 * 100.0 / total,
+    })
+}
+
 /// One request of the workload; returns Ok(()) when acknowledged.
 pub type Op = Arc<dyn Fn(u64, usize) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
 
@@ -63,6 +110,12 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
     let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let from = cpu_ticks();
+        tokio::time::sleep_until(end.into()).await;
+        cpu_share(from, cpu_ticks())
+    });
     let mut tasks = Vec::new();
     for client in 0..spec.clients {
         let op = op.clone();
@@ -114,6 +167,7 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
         p90_ms: pct(0.90),
         p99_ms: pct(0.99),
         max_ms: all.last().copied().unwrap_or(f64::NAN),
+        cpu: cpu.await.ok().flatten(),
     }
 }
 
@@ -245,7 +299,9 @@ pub enum EtcdSecurity {
 }
 
 impl Etcd {
-    pub async fn start(dir: &Path, security: EtcdSecurity) -> anyhow::Result<Self> {
+    /// `http1`: the client speaks HTTP/1.1 only (over TLS it would
+    /// otherwise negotiate HTTP/2; plain HTTP is HTTP/1.1 either way).
+    pub async fn start(dir: &Path, security: EtcdSecurity, http1: bool) -> anyhow::Result<Self> {
         let bin = which("etcd").context("etcd not found: apt-get install etcd-server")?;
         let ports = crate::cluster::free_ports(6)?;
         let tls = security == EtcdSecurity::Tls;
@@ -292,6 +348,9 @@ impl Etcd {
             client_urls.push(client);
         }
         let mut http = reqwest::Client::builder().pool_max_idle_per_host(256);
+        if http1 {
+            http = http.http1_only();
+        }
         if tls {
             let ca = std::fs::read(certs.join("ca.pem")).context("reading the etcd CA")?;
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&ca)?);
@@ -370,4 +429,98 @@ pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     bail!("taskset -a -p -c {cpus} {pid}: {last}")
+}
+
+/// One row of [`disk_sync_latency`]: appends after `gap_ms` of idleness.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiskRow {
+    pub gap_ms: u64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Latency of appending `bytes` to a file under `dir` and `fdatasync`ing
+/// it (what a synced log append costs the disk), for each idle gap before
+/// the append.
+///
+/// Why: on this project's virtual machines a sync after a pause is several
+/// times slower than one of a steady stream (the host's I/O path idles),
+/// so a node syncing every 20 ms (one client across a WAN) pays more per
+/// sync than one syncing every millisecond (one client on loopback). The
+/// control-plane bench's comparisons read differently once that is known;
+/// operators can run it on their own disks.
+pub fn disk_sync_latency(dir: &Path, bytes: usize, gaps_ms: &[u64], samples: usize) -> anyhow::Result<Vec<DiskRow>> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("sync-probe.log");
+    let buf = vec![b'x'; bytes];
+    let mut rows = Vec::new();
+    for &gap in gaps_ms {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut lat = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            std::thread::sleep(Duration::from_millis(gap));
+            let t = Instant::now();
+            f.write_all(&buf)?;
+            f.sync_data()?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN);
+        rows.push(DiskRow { gap_ms: gap, samples, p50_ms: pct(0.5), p90_ms: pct(0.9), p99_ms: pct(0.99) });
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(rows)
+}
+
+/// [`disk_sync_latency`]'s rows as a Markdown table.
+pub fn disk_markdown(bytes: usize, rows: &[DiskRow]) -> String {
+    let mut out = format!(
+        "| idle gap before each append | appends | {bytes} B append + fdatasync p50 ms | p90 ms | p99 ms |\n| --- | --- | --- | --- | --- |\n"
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} ms | {} | {:.3} | {:.3} | {:.3} |\n",
+            r.gap_ms, r.samples, r.p50_ms, r.p90_ms, r.p99_ms
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_shares_come_from_tick_differences() {
+        // busy, steal, total
+        let c = cpu_share(Some((100, 10, 1000)), Some((160, 30, 1200))).expect("a share");
+        assert!((c.busy_pct - 30.0).abs() < 1e-9, "{c:?}");
+        assert!((c.steal_pct - 10.0).abs() < 1e-9, "{c:?}");
+        assert!(cpu_share(Some((1, 1, 10)), Some((1, 1, 10))).is_none(), "no time passed");
+        assert!(cpu_share(None, Some((1, 1, 10))).is_none());
+    }
+
+    #[test]
+    fn this_machine_reports_cpu_ticks() {
+        let (busy, steal, total) = cpu_ticks().expect("/proc/stat on Linux");
+        assert!(busy + steal <= total);
+    }
+
+    #[test]
+    fn the_disk_probe_measures_every_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rows = disk_sync_latency(dir.path(), 512, &[0, 1], 5).expect("probe");
+        assert_eq!(rows.iter().map(|r| r.gap_ms).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(rows.iter().all(|r| r.samples == 5 && r.p50_ms > 0.0 && r.p50_ms <= r.p99_ms));
+        assert!(!dir.path().join("sync-probe.log").exists(), "the probe file is removed");
+        assert!(disk_markdown(512, &rows).contains("| 1 ms | 5 |"));
+    }
 }

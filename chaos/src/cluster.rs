@@ -317,6 +317,20 @@ impl Cluster {
         &self.http
     }
 
+    /// A client for load generation, like [`Cluster::http`] but its own
+    /// pool; with `http1` it speaks HTTP/1.1 only (one connection per
+    /// concurrent client) instead of multiplexing over one HTTP/2
+    /// connection per node.
+    pub fn load_client(&self, http1: bool) -> anyhow::Result<reqwest::Client> {
+        let owner = self.bearer("Owner")?;
+        let ca = self.spec.tls.then(|| self.ca_path());
+        let mut b = client_builder(ca.as_deref())?.default_headers(bearer_headers(&owner)?).pool_max_idle_per_host(256);
+        if http1 {
+            b = b.http1_only();
+        }
+        Ok(b.build()?)
+    }
+
     /// A bearer token for `role` (`Reader`, `Contributor`, `Owner`) from
     /// the cluster's dev issuer.
     pub fn bearer(&self, role: &str) -> anyhow::Result<String> {
@@ -798,11 +812,15 @@ pub fn dev_token(bin: &Path, certs: &Path, role: &str) -> anyhow::Result<String>
 
 /// [`http_client`] that sends `Authorization: Bearer <token>` on every request.
 pub fn authed_client(ca: Option<&Path>, token: &str) -> anyhow::Result<reqwest::Client> {
+    Ok(client_builder(ca)?.default_headers(bearer_headers(token)?).build()?)
+}
+
+fn bearer_headers(token: &str) -> anyhow::Result<reqwest::header::HeaderMap> {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).context("token header")?;
     v.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, v);
-    Ok(client_builder(ca)?.default_headers(headers).build()?)
+    Ok(headers)
 }
 
 /// Runs `attestd dev-pki` for `names` (the CA under `certs` is created once

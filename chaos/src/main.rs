@@ -1,7 +1,7 @@
 //! `attest-chaos`: run a local two-region attestd cluster, inject faults,
 //! run failover drills with their reports, and benchmarks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -182,6 +182,16 @@ enum BenchCmd {
         /// off (`raft.ship_to_secondary = false`), for comparison.
         #[arg(long)]
         compare_no_ship: bool,
+        /// The load generator speaks HTTP/1.1 to attestd and etcd alike, one
+        /// connection per client (as most SDKs do), instead of HTTP/2
+        /// wherever TLS offers it (one multiplexed connection per node;
+        /// plaintext etcd is HTTP/1.1 either way).
+        #[arg(long)]
+        http1: bool,
+        /// Repeat the whole comparison this many times, fresh clusters each
+        /// time, etcd first in odd rounds and attestd first in even ones.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
         /// Scratch directory.
         #[arg(long, default_value = "/tmp/attest-bench")]
         dir: PathBuf,
@@ -252,6 +262,25 @@ enum BenchCmd {
         /// proxies on one half of the CPUs and wrk and the nodes on the other.
         #[arg(long)]
         shared_cores: bool,
+    },
+    /// Latency of a small append + fdatasync on the disk under --dir after
+    /// each idle gap: what a synced log append costs this disk when writes
+    /// come in a steady stream and when they come one every few
+    /// milliseconds (one client across a WAN). On virtual machines the
+    /// second is often several times the first.
+    Disk {
+        /// Idle milliseconds before each append (comma-separated).
+        #[arg(long, default_value = "0,1,5,20", value_delimiter = ',')]
+        gaps_ms: Vec<u64>,
+        /// Appends per gap.
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+        /// Bytes per append (a one-policy log entry is ~1.4 KB).
+        #[arg(long, default_value_t = 1400)]
+        bytes: usize,
+        /// Directory on the disk to measure (a node's data disk).
+        #[arg(long, default_value = "/tmp/attest-bench-disk")]
+        dir: PathBuf,
     },
     /// Time from process start to serving with N policies stored.
     Restart {
@@ -471,7 +500,7 @@ fn remote_config(
 }
 
 async fn bench(what: BenchCmd) -> anyhow::Result<()> {
-    use attest_chaos::bench::{attestd_policy_writes, etcd_puts, run_load, Etcd, EtcdSecurity, LoadSpec};
+    use attest_chaos::bench::LoadSpec;
     match what {
         BenchCmd::ControlPlane {
             clients,
@@ -481,6 +510,8 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             etcd,
             token_algs,
             compare_no_ship,
+            http1,
+            rounds,
             dir,
         } => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -491,85 +522,45 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                     "unknown token algorithm {a} (RS256, ES256 or PS256)"
                 );
             }
-            let spec_for = |clients: usize| LoadSpec {
+            let run = ControlPlaneRun {
                 clients,
-                duration: Duration::from_secs(seconds),
-                warmup: Duration::from_secs(2),
-                value_bytes,
+                spec: LoadSpec {
+                    clients: 0,
+                    duration: Duration::from_secs(seconds),
+                    warmup: Duration::from_secs(2),
+                    value_bytes,
+                },
+                wan_rtt_ms,
+                token_algs,
+                compare_no_ship,
+                http1,
             };
-            println!("| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors |");
-            println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-            if etcd {
-                // Both ways: etcd's default (plain HTTP everywhere) and etcd
-                // secured as attestd always is (TLS to clients, mutual TLS
-                // between members).
-                for (security, label, sub) in [
-                    (EtcdSecurity::Plaintext, "etcd 3.4 (3 members, plaintext)", "etcd"),
-                    (EtcdSecurity::Tls, "etcd 3.4 (3 members, TLS + peer mTLS)", "etcd-tls"),
-                ] {
-                    let e = Etcd::start(&dir.join(sub), security).await?;
-                    for c in &clients {
-                        let op = etcd_puts(e.http.clone(), e.client_urls.clone(), value_bytes);
-                        let r = run_load(label, &spec_for(*c), op).await;
-                        println!("{}", r.row());
-                    }
+            println!("{}", attest_chaos::bench::LOAD_TABLE_HEADER);
+            for round in 1..=rounds.max(1) {
+                let dir = dir.join(format!("round-{round}"));
+                let tag = if rounds > 1 { format!(" [round {round}]") } else { String::new() };
+                // Alternate which system goes first: the host's share of
+                // this VM's CPU drifts (see the steal column), and a fixed
+                // order would hand the drift to one side.
+                if etcd && round % 2 == 1 {
+                    run.etcd_rows(&dir, &tag).await?;
                 }
-            }
-            let ship_settings: &[bool] = if compare_no_ship { &[true, false] } else { &[true] };
-            for rtt in &wan_rtt_ms {
-                for &ship in ship_settings {
-                    let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}-ship{ship}")));
-                    // At 0 ms the regions talk directly: the emulator itself is
-                    // then not part of what is measured.
-                    spec.wan = *rtt > 0;
-                    spec.wan_one_way_ms = rtt / 2;
-                    // etcd's rule of thumb for the WAN: heartbeat ≈ RTT, election ≥ 10 × RTT.
-                    spec.raft_toml = format!(
-                        "heartbeat_ms = {hb}\nelection_timeout_min_ms = {emin}\nelection_timeout_max_ms = {emax}\nasync_after_ms = 5000\nship_to_secondary = {ship}\n",
-                        hb = (*rtt).max(50),
-                        emin = (rtt * 10).max(1000),
-                        emax = (rtt * 15).max(1500)
-                    );
-                    spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
-                    let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
-                    let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
-                    if let Some(wan) = &cluster.wan {
-                        let (direct, through) = attest_chaos::bench::emulated_rtt(wan, rtt / 2, 3 * 1024, 100).await?;
-                        println!(
-                            "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {through:.2} ms through the emulator, {direct:.2} ms direct)",
-                            through - direct
-                        );
-                    }
-                    for alg in &token_algs {
-                        let provider = format!("bench{}", alg.to_ascii_lowercase());
-                        let r = cluster
-                            .http()
-                            .put(format!("{}/providers/{provider}", urls[0]))
-                            .header("content-type", "application/json")
-                            .body(serde_json::json!({ "tokenSigningAlgorithm": alg }).to_string())
-                            .send()
-                            .await?;
-                        anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
-                        for c in &clients {
-                            let op = attestd_policy_writes(
-                                cluster.http().clone(),
-                                urls.clone(),
-                                provider.clone(),
-                                value_bytes,
-                            );
-                            let label = format!(
-                                "attestd sync {alg}{}, WAN RTT {rtt} ms",
-                                if ship { "" } else { ", no express shipping" }
-                            );
-                            let r = run_load(&label, &spec_for(*c), op).await;
-                            println!("{}", r.row());
-                        }
-                    }
+                run.attestd_rows(&dir, &tag).await?;
+                if etcd && round % 2 == 0 {
+                    run.etcd_rows(&dir, &tag).await?;
                 }
             }
             Ok(())
         }
         BenchCmd::Restart { policies, dir } => bench_restart(policies, dir).await,
+        BenchCmd::Disk { gaps_ms, samples, bytes, dir } => {
+            let rows = tokio::task::spawn_blocking(move || {
+                attest_chaos::bench::disk_sync_latency(&dir, bytes, &gaps_ms, samples)
+            })
+            .await??;
+            println!("{}", attest_chaos::bench::disk_markdown(bytes, &rows));
+            Ok(())
+        }
         BenchCmd::Gateway {
             connections,
             seconds,
@@ -705,4 +696,98 @@ async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
     let n = state["policies"].as_object().map(|m| m.len()).unwrap_or(0);
     println!("restart to serving (/health 200) with {n} policies: median {:.0} ms, min {:.0} ms, max {:.0} ms (5 restarts of a follower, {} build)", samples[2], samples[0], samples[4], if cfg!(debug_assertions) { "debug" } else { "release" });
     Ok(())
+}
+
+/// One `bench control-plane` comparison: what every round runs.
+struct ControlPlaneRun {
+    clients: Vec<usize>,
+    /// Duration, warm-up and value size (clients set per row).
+    spec: attest_chaos::bench::LoadSpec,
+    wan_rtt_ms: Vec<u64>,
+    token_algs: Vec<String>,
+    compare_no_ship: bool,
+    http1: bool,
+}
+
+impl ControlPlaneRun {
+    fn spec_for(&self, clients: usize) -> attest_chaos::bench::LoadSpec {
+        attest_chaos::bench::LoadSpec { clients, ..self.spec.clone() }
+    }
+
+    /// etcd both ways: its default (plain HTTP everywhere) and secured as
+    /// attestd always is (TLS to clients, mutual TLS between members).
+    async fn etcd_rows(&self, dir: &Path, tag: &str) -> anyhow::Result<()> {
+        use attest_chaos::bench::{etcd_puts, run_load, Etcd, EtcdSecurity};
+        for (security, label, sub) in [
+            (EtcdSecurity::Plaintext, "etcd 3.4 (3 members, plaintext)", "etcd"),
+            (EtcdSecurity::Tls, "etcd 3.4 (3 members, TLS + peer mTLS)", "etcd-tls"),
+        ] {
+            let e = Etcd::start(&dir.join(sub), security, self.http1).await?;
+            for c in &self.clients {
+                let op = etcd_puts(e.http.clone(), e.client_urls.clone(), self.spec.value_bytes);
+                let r = run_load(&format!("{label}{tag}"), &self.spec_for(*c), op).await;
+                println!("{}", r.row());
+            }
+        }
+        Ok(())
+    }
+
+    /// attestd in `sync` mode at every WAN setting, one fresh cluster each.
+    async fn attestd_rows(&self, dir: &Path, tag: &str) -> anyhow::Result<()> {
+        use attest_chaos::bench::{attestd_policy_writes, run_load};
+        let ship_settings: &[bool] = if self.compare_no_ship { &[true, false] } else { &[true] };
+        for rtt in &self.wan_rtt_ms {
+            for &ship in ship_settings {
+                let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}-ship{ship}")));
+                // At 0 ms the regions talk directly: the emulator itself is
+                // then not part of what is measured.
+                spec.wan = *rtt > 0;
+                spec.wan_one_way_ms = rtt / 2;
+                // etcd's rule of thumb for the WAN: heartbeat ≈ RTT, election ≥ 10 × RTT.
+                spec.raft_toml = format!(
+                    "heartbeat_ms = {hb}\nelection_timeout_min_ms = {emin}\nelection_timeout_max_ms = {emax}\nasync_after_ms = 5000\nship_to_secondary = {ship}\n",
+                    hb = (*rtt).max(50),
+                    emin = (rtt * 10).max(1000),
+                    emax = (rtt * 15).max(1500)
+                );
+                spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
+                let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
+                let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
+                if let Some(wan) = &cluster.wan {
+                    let (direct, through) = attest_chaos::bench::emulated_rtt(wan, rtt / 2, 3 * 1024, 100).await?;
+                    println!(
+                        "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {through:.2} ms through the emulator, {direct:.2} ms direct)",
+                        through - direct
+                    );
+                }
+                let load_http = cluster.load_client(self.http1)?;
+                for alg in &self.token_algs {
+                    let provider = format!("bench{}", alg.to_ascii_lowercase());
+                    let r = cluster
+                        .http()
+                        .put(format!("{}/providers/{provider}", urls[0]))
+                        .header("content-type", "application/json")
+                        .body(serde_json::json!({ "tokenSigningAlgorithm": alg }).to_string())
+                        .send()
+                        .await?;
+                    anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
+                    for c in &self.clients {
+                        let op = attestd_policy_writes(
+                            load_http.clone(),
+                            urls.clone(),
+                            provider.clone(),
+                            self.spec.value_bytes,
+                        );
+                        let label = format!(
+                            "attestd sync {alg}{}, WAN RTT {rtt} ms{tag}",
+                            if ship { "" } else { ", no express shipping" }
+                        );
+                        let r = run_load(&label, &self.spec_for(*c), op).await;
+                        println!("{}", r.row());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
