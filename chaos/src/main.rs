@@ -155,7 +155,10 @@ fn parse_scenarios(s: &str) -> Result<ScenarioChoice, String> {
 enum BenchCmd {
     /// Control-plane write latency and throughput on a fresh local 3 + 2
     /// cluster, optionally with WAN latency between the regions, and the
-    /// same load against a local 3-member etcd in the same run.
+    /// same load against a local 3-member etcd in the same run. Every row
+    /// also gives the machine's CPU busy and steal share over its measured
+    /// window: on a virtual machine compare rows only at similar (low)
+    /// steal, and use --rounds when the host is noisy.
     ControlPlane {
         /// Concurrent closed-loop clients (comma-separated list to sweep).
         #[arg(long, default_value = "1,64", value_delimiter = ',')]
