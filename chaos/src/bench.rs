@@ -100,6 +100,14 @@ fn cpu_share(from: Option<(u64, u64, u64)>, to: Option<(u64, u64, u64)>) -> Opti
     })
 }
 
+/// The `p` quantile (0..=1, nearest rank) of `sorted`; NaN when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n => sorted[(((n - 1) as f64 * p).round() as usize).min(n - 1)],
+    }
+}
+
 /// One request of the workload; returns Ok(()) when acknowledged.
 pub type Op = Arc<dyn Fn(u64, usize) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
 
@@ -147,13 +155,7 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
         }
     }
     all.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
-        all[i.min(all.len() - 1)]
-    };
+    let pct = |p: f64| percentile(&all, p);
     let seconds = spec.duration.as_secs_f64();
     LoadResult {
         target: target.into(),
@@ -473,8 +475,13 @@ pub fn disk_sync_latency(dir: &Path, bytes: usize, gaps_ms: &[u64], samples: usi
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         lat.sort_by(f64::total_cmp);
-        let pct = |p: f64| lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN);
-        rows.push(DiskRow { gap_ms: gap, samples, p50_ms: pct(0.5), p90_ms: pct(0.9), p99_ms: pct(0.99) });
+        rows.push(DiskRow {
+            gap_ms: gap,
+            samples,
+            p50_ms: percentile(&lat, 0.5),
+            p90_ms: percentile(&lat, 0.9),
+            p99_ms: percentile(&lat, 0.99),
+        });
     }
     let _ = std::fs::remove_file(&path);
     Ok(rows)

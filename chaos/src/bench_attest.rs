@@ -261,12 +261,7 @@ pub async fn open_loop(op: Op, rate: f64, duration: Duration, connections: usize
         }
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return f64::NAN;
-        }
-        lat[(((lat.len() - 1) as f64) * p).round() as usize]
-    };
+    let pct = |p: f64| crate::bench::percentile(&lat, p);
     OpenLoopResult {
         target_rate: rate,
         sent: sent + dropped,

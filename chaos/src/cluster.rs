@@ -122,6 +122,8 @@ pub struct Cluster {
     pub nodes: BTreeMap<u64, NodeHandle>,
     pub bin: PathBuf,
     http: reqwest::Client,
+    /// The Owner bearer token `http` sends (also for [`Cluster::load_client`]).
+    owner_token: String,
     /// tmpfs mounted for [`ClusterSpec::small_disk_mb`], unmounted on drop.
     mounts: Vec<PathBuf>,
 }
@@ -293,9 +295,9 @@ impl Cluster {
                 },
             );
         }
-        let owner = dev_token(&bin, &certs, "Owner")?;
-        let http = authed_client(spec.tls.then(|| certs.join("ca.pem")).as_deref(), &owner)?;
-        let mut cluster = Cluster { spec, wan, nodes, bin, http, mounts: Vec::new() };
+        let owner_token = dev_token(&bin, &certs, "Owner")?;
+        let http = authed_client(spec.tls.then(|| certs.join("ca.pem")).as_deref(), &owner_token)?;
+        let mut cluster = Cluster { spec, wan, nodes, bin, http, owner_token, mounts: Vec::new() };
         for (id, mb) in cluster.spec.small_disk_mb.clone() {
             let dir = cluster.nodes.get(&id).map(|n| n.data_dir.clone()).ok_or_else(|| anyhow!("no node {id}"))?;
             mount_tmpfs(&dir, mb)?;
@@ -322,9 +324,10 @@ impl Cluster {
     /// concurrent client) instead of multiplexing over one HTTP/2
     /// connection per node.
     pub fn load_client(&self, http1: bool) -> anyhow::Result<reqwest::Client> {
-        let owner = self.bearer("Owner")?;
         let ca = self.spec.tls.then(|| self.ca_path());
-        let mut b = client_builder(ca.as_deref())?.default_headers(bearer_headers(&owner)?).pool_max_idle_per_host(256);
+        let mut b = client_builder(ca.as_deref())?
+            .default_headers(bearer_headers(&self.owner_token)?)
+            .pool_max_idle_per_host(256);
         if http1 {
             b = b.http1_only();
         }

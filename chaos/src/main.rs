@@ -503,7 +503,6 @@ fn remote_config(
 }
 
 async fn bench(what: BenchCmd) -> anyhow::Result<()> {
-    use attest_chaos::bench::LoadSpec;
     match what {
         BenchCmd::ControlPlane {
             clients,
@@ -527,12 +526,8 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             }
             let run = ControlPlaneRun {
                 clients,
-                spec: LoadSpec {
-                    clients: 0,
-                    duration: Duration::from_secs(seconds),
-                    warmup: Duration::from_secs(2),
-                    value_bytes,
-                },
+                duration: Duration::from_secs(seconds),
+                value_bytes,
                 wan_rtt_ms,
                 token_algs,
                 compare_no_ship,
@@ -704,8 +699,9 @@ async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
 /// One `bench control-plane` comparison: what every round runs.
 struct ControlPlaneRun {
     clients: Vec<usize>,
-    /// Duration, warm-up and value size (clients set per row).
-    spec: attest_chaos::bench::LoadSpec,
+    /// Measured time per row (after a 2 s warm-up).
+    duration: Duration,
+    value_bytes: usize,
     wan_rtt_ms: Vec<u64>,
     token_algs: Vec<String>,
     compare_no_ship: bool,
@@ -714,7 +710,12 @@ struct ControlPlaneRun {
 
 impl ControlPlaneRun {
     fn spec_for(&self, clients: usize) -> attest_chaos::bench::LoadSpec {
-        attest_chaos::bench::LoadSpec { clients, ..self.spec.clone() }
+        attest_chaos::bench::LoadSpec {
+            clients,
+            duration: self.duration,
+            warmup: Duration::from_secs(2),
+            value_bytes: self.value_bytes,
+        }
     }
 
     /// etcd both ways: its default (plain HTTP everywhere) and secured as
@@ -727,7 +728,7 @@ impl ControlPlaneRun {
         ] {
             let e = Etcd::start(&dir.join(sub), security, self.http1).await?;
             for c in &self.clients {
-                let op = etcd_puts(e.http.clone(), e.client_urls.clone(), self.spec.value_bytes);
+                let op = etcd_puts(e.http.clone(), e.client_urls.clone(), self.value_bytes);
                 let r = run_load(&format!("{label}{tag}"), &self.spec_for(*c), op).await;
                 println!("{}", r.row());
             }
@@ -775,12 +776,8 @@ impl ControlPlaneRun {
                         .await?;
                     anyhow::ensure!(r.status().is_success(), "creating the bench provider: {}", r.status());
                     for c in &self.clients {
-                        let op = attestd_policy_writes(
-                            load_http.clone(),
-                            urls.clone(),
-                            provider.clone(),
-                            self.spec.value_bytes,
-                        );
+                        let op =
+                            attestd_policy_writes(load_http.clone(), urls.clone(), provider.clone(), self.value_bytes);
                         let label = format!(
                             "attestd sync {alg}{}, WAN RTT {rtt} ms{tag}",
                             if ship { "" } else { ", no express shipping" }
