@@ -351,8 +351,23 @@ where
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-                return Ok(too_large(limits.max_body_bytes));
+            if let Some(n) = declared.filter(|n| *n > limits.max_body_bytes as u64) {
+                // Clients write their whole body before reading the answer:
+                // closing on one mid-body turns the 413 into a connection
+                // reset on its side. A body at most `DRAIN_BEYOND_LIMIT`
+                // over the limit is read and dropped first (within the body
+                // timeout), so the client gets the answer; a larger one is
+                // answered at once and the connection closes (said in the
+                // answer, so that an HTTP/1 client does not reuse it).
+                let version = req.version();
+                if n <= limits.max_body_bytes as u64 + DRAIN_BEYOND_LIMIT {
+                    let mut body = req.into_body();
+                    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+                    if tokio::time::timeout(limits.body_read_timeout, drain).await.is_ok() {
+                        return Ok(too_large(limits.max_body_bytes));
+                    }
+                }
+                return Ok(closing(too_large(limits.max_body_bytes), version));
             }
             let (parts, body) = req.into_parts();
             let collected =
@@ -367,7 +382,8 @@ where
                     ))
                 }
                 Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Ok(too_large(limits.max_body_bytes))
+                    // The rest of the body is still on the connection.
+                    return Ok(closing(too_large(limits.max_body_bytes), parts.version));
                 }
                 Ok(Err(_)) => {
                     return Ok(error_response(
@@ -381,6 +397,20 @@ where
             inner.oneshot(Request::from_parts(parts, bytes)).await
         })
     }
+}
+
+/// How far over `max_body_bytes` a declared body may be and still be read
+/// (and dropped) before the 413, so that the client receives it.
+const DRAIN_BEYOND_LIMIT: u64 = 1 << 20;
+
+/// `resp` with `Connection: close` on HTTP/1, for an answer after which the
+/// connection cannot be reused (part of the request body was never read);
+/// HTTP/2 resets just the stream.
+fn closing(mut resp: Resp, version: Version) -> Resp {
+    if matches!(version, Version::HTTP_10 | Version::HTTP_11) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 fn too_large(max: usize) -> Resp {

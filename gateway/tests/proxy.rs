@@ -307,14 +307,28 @@ async fn bad_and_slow_clients_do_not_hurt_others() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
 
-    // Oversized body: 413 in MAA's shape, nothing forwarded.
+    // Oversized body: 413 in MAA's shape, nothing forwarded. The body is
+    // within 1 MiB of the limit, so the gateway reads it before answering and
+    // the client gets the 413 rather than a reset mid-write.
     let hits = b.behavior.data_hits.load(Ordering::SeqCst);
     let a = send(&c, addr, Method::POST, "/attest/SgxEnclave", &[], &"x".repeat(70_000)).await.expect("answer");
     assert_eq!(a.status, 413);
     assert!(a.body.contains("RequestEntityTooLarge"));
     assert_eq!(b.behavior.data_hits.load(Ordering::SeqCst), hits);
+    // Far beyond the limit the body is not read: the answer comes at once,
+    // before any of it was sent, and says the connection closes.
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("POST /attest/SgxEnclave HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", 64 << 20);
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("connection: close") && text.contains("requestentitytoolarge"), "{text}");
+    assert_eq!(b.behavior.data_hits.load(Ordering::SeqCst), hits);
 
-    // And normal traffic still flows.
+    // And normal traffic still flows (also on the connection the drained
+    // 413 above left open).
     let a = send(&c, addr, Method::POST, "/attest/SgxEnclave", &[], "{}").await.expect("served");
     assert_eq!(a.status, 200);
 }
