@@ -18,6 +18,10 @@ pub struct LoadSpec {
     pub duration: Duration,
     pub warmup: Duration,
     pub value_bytes: usize,
+    /// Processes of the system under test (their threads included): their
+    /// CPU time over the measured window, divided by the writes, is the
+    /// row's CPU per write. Empty: not measured.
+    pub servers: Vec<u32>,
 }
 
 /// What one run measured.
@@ -37,10 +41,13 @@ pub struct LoadResult {
     /// The whole machine's CPU over the measured window (`/proc/stat`),
     /// `None` where it cannot be read.
     pub cpu: Option<CpuShare>,
+    /// CPU time of [`LoadSpec::servers`] per acknowledged write over the
+    /// measured window, in microseconds (`/proc/<pid>/stat`, 10 ms ticks).
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 /// Header of the table [`LoadResult::row`] prints rows of.
-pub const LOAD_TABLE_HEADER: &str = "| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU busy % | CPU steal % |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+pub const LOAD_TABLE_HEADER: &str = "| target | clients | value bytes | writes/s | p50 ms | p90 ms | p99 ms | max ms | errors | CPU busy % | CPU steal % | server CPU µs/write |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
 impl LoadResult {
     pub fn row(&self) -> String {
@@ -48,8 +55,9 @@ impl LoadResult {
             Some(c) => (format!("{:.0}", c.busy_pct), format!("{:.0}", c.steal_pct)),
             None => ("–".into(), "–".into()),
         };
+        let per_write = self.server_cpu_us_per_op.map_or_else(|| "–".to_string(), |us| format!("{us:.0}"));
         format!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {busy} | {steal} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {busy} | {steal} | {per_write} |",
             self.target,
             self.clients,
             self.value_bytes,
@@ -100,6 +108,31 @@ fn cpu_share(from: Option<(u64, u64, u64)>, to: Option<(u64, u64, u64)>) -> Opti
     })
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat`'s times: Linux reports
+/// them in `USER_HZ`, which is 100 on every architecture it exports to user
+/// space (x86, arm64, …), whatever the kernel's own tick rate.
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of one process (all its threads), in clock ticks, from the
+/// text of its `/proc/<pid>/stat`. The command name may hold spaces and
+/// parentheses, so the fields are counted after its last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields after the name start at `state` (field 3); utime and stime
+    // are fields 14 and 15.
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Summed CPU ticks of `pids`; `None` when any of them cannot be read (a
+/// process that exited mid-window would make the sum meaningless).
+fn processes_cpu_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?)).sum()
+}
+
 /// The `p` quantile (0..=1, nearest rank) of `sorted`; NaN when empty.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     match sorted.len() {
@@ -118,11 +151,13 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
     let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let servers = spec.servers.clone();
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let from = cpu_ticks();
+        let (from, servers_from) = (cpu_ticks(), processes_cpu_ticks(&servers));
         tokio::time::sleep_until(end.into()).await;
-        cpu_share(from, cpu_ticks())
+        let servers_ticks = servers_from.zip(processes_cpu_ticks(&servers)).map(|(a, b)| b.saturating_sub(a));
+        (cpu_share(from, cpu_ticks()), servers_ticks)
     });
     let mut tasks = Vec::new();
     for client in 0..spec.clients {
@@ -157,19 +192,22 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
     all.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let pct = |p: f64| percentile(&all, p);
     let seconds = spec.duration.as_secs_f64();
+    let (cpu, server_ticks) = cpu.await.unwrap_or((None, None));
+    let ops = all.len() as u64;
     LoadResult {
         target: target.into(),
         clients: spec.clients,
         value_bytes: spec.value_bytes,
-        ops: all.len() as u64,
+        ops,
         errors,
         seconds,
-        ops_per_s: all.len() as f64 / seconds,
+        ops_per_s: ops as f64 / seconds,
         p50_ms: pct(0.50),
         p90_ms: pct(0.90),
         p99_ms: pct(0.99),
         max_ms: all.last().copied().unwrap_or(f64::NAN),
-        cpu: cpu.await.ok().flatten(),
+        cpu,
+        server_cpu_us_per_op: server_ticks.filter(|_| ops > 0).map(|t| t as f64 * 1e6 / USER_HZ / ops as f64),
     }
 }
 
@@ -301,6 +339,11 @@ pub enum EtcdSecurity {
 }
 
 impl Etcd {
+    /// The members' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
     /// `http1`: the client speaks HTTP/1.1 only (over TLS it would
     /// otherwise negotiate HTTP/2; plain HTTP is HTTP/1.1 either way).
     pub async fn start(dir: &Path, security: EtcdSecurity, http1: bool) -> anyhow::Result<Self> {
@@ -513,6 +556,18 @@ mod tests {
         assert!((c.steal_pct - 10.0).abs() < 1e-9, "{c:?}");
         assert!(cpu_share(Some((1, 1, 10)), Some((1, 1, 10))).is_none(), "no time passed");
         assert!(cpu_share(None, Some((1, 1, 10))).is_none());
+    }
+
+    #[test]
+    fn process_cpu_comes_from_utime_and_stime() {
+        // A name with a space and a parenthesis, then state ppid … utime stime.
+        let stat = "42 (tokio (x) rt) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 5 1 1";
+        assert_eq!(stat_cpu_ticks(stat), Some(325));
+        assert_eq!(stat_cpu_ticks("42 (short) S 1"), None);
+        let me = processes_cpu_ticks(&[std::process::id()]).expect("our own /proc/<pid>/stat");
+        assert!(processes_cpu_ticks(&[std::process::id(), std::process::id()]).expect("twice") >= 2 * me);
+        assert_eq!(processes_cpu_ticks(&[]), None, "no servers, nothing measured");
+        assert_eq!(processes_cpu_ticks(&[std::process::id(), u32::MAX]), None, "one unreadable spoils the sum");
     }
 
     #[test]

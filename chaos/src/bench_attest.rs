@@ -362,7 +362,13 @@ pub async fn run(
         // The call must work before it is measured.
         op(0, 0).await.context("a first attest call")?;
         eprintln!("{alg}: {clients} closed-loop clients for {seconds} s ...");
-        let spec = LoadSpec { clients, duration, warmup: Duration::from_secs(2), value_bytes: body.len() };
+        let spec = LoadSpec {
+            clients,
+            duration,
+            warmup: Duration::from_secs(2),
+            value_bytes: body.len(),
+            servers: cluster.nodes.get(&node).and_then(|n| n.pid()).into_iter().collect(),
+        };
         let closed = run_load(&format!("attestd SgxEnclave {alg}"), &spec, op.clone()).await;
         let rate = closed.ops_per_s * 0.8;
         eprintln!("{alg}: open loop at {rate:.0}/s (80 % of peak) for {seconds} s ...");

@@ -365,6 +365,12 @@ impl Cluster {
         self.nodes.values().filter(|n| n.region == region).map(|n| n.id).collect()
     }
 
+    /// Process ids of the running nodes (the WAN emulator and gateways,
+    /// if any, are not nodes).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.values().filter_map(NodeHandle::pid).collect()
+    }
+
     pub fn primary_ids(&self) -> Vec<u64> {
         self.region_ids(&self.spec.primary_region.clone())
     }

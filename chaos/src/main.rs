@@ -158,7 +158,11 @@ enum BenchCmd {
     /// same load against a local 3-member etcd in the same run. Every row
     /// also gives the machine's CPU busy and steal share over its measured
     /// window: on a virtual machine compare rows only at similar (low)
-    /// steal, and use --rounds when the host is noisy.
+    /// steal, and use --rounds when the host is noisy. "server CPU
+    /// µs/write" is the CPU time of the system's own processes (all five
+    /// attestd nodes, or the three etcd members) per acknowledged write:
+    /// when the machine is saturated, that is what throughput trades
+    /// against, and it moves less with the host than writes/s do.
     ControlPlane {
         /// Concurrent closed-loop clients (comma-separated list to sweep).
         #[arg(long, default_value = "1,64", value_delimiter = ',')]
@@ -709,12 +713,13 @@ struct ControlPlaneRun {
 }
 
 impl ControlPlaneRun {
-    fn spec_for(&self, clients: usize) -> attest_chaos::bench::LoadSpec {
+    fn spec_for(&self, clients: usize, servers: Vec<u32>) -> attest_chaos::bench::LoadSpec {
         attest_chaos::bench::LoadSpec {
             clients,
             duration: self.duration,
             warmup: Duration::from_secs(2),
             value_bytes: self.value_bytes,
+            servers,
         }
     }
 
@@ -729,7 +734,7 @@ impl ControlPlaneRun {
             let e = Etcd::start(&dir.join(sub), security, self.http1).await?;
             for c in &self.clients {
                 let op = etcd_puts(e.http.clone(), e.client_urls.clone(), self.value_bytes);
-                let r = run_load(&format!("{label}{tag}"), &self.spec_for(*c), op).await;
+                let r = run_load(&format!("{label}{tag}"), &self.spec_for(*c, e.pids()), op).await;
                 println!("{}", r.row());
             }
         }
@@ -782,7 +787,7 @@ impl ControlPlaneRun {
                             "attestd sync {alg}{}, WAN RTT {rtt} ms{tag}",
                             if ship { "" } else { ", no express shipping" }
                         );
-                        let r = run_load(&label, &self.spec_for(*c), op).await;
+                        let r = run_load(&label, &self.spec_for(*c, cluster.pids()), op).await;
                         println!("{}", r.row());
                     }
                 }
