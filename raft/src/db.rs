@@ -27,8 +27,11 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, DbError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
-    // The control plane is small; a modest write buffer keeps memory flat
-    // on a 5-node-per-host dev cluster.
+    // This reaches only the (unused) default column family: `logs`,
+    // `meta` and `state` below are opened with RocksDB's defaults (64 MiB
+    // write buffers), which is what every benchmark in BENCHMARKS.md ran
+    // with. Smaller buffers there would trade memory for more flushes;
+    // not measured yet, so not changed.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_background_jobs(2);
     let cfs = [CF_LOGS, CF_META, CF_STATE].map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
