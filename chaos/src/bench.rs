@@ -124,13 +124,23 @@ fn stat_cpu_ticks(stat: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// utime + stime of process `pid` so far, in clock ticks.
+fn process_cpu_ticks(pid: u32) -> Option<u64> {
+    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// User + system CPU seconds of process `pid` so far.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    Some(process_cpu_ticks(pid)? as f64 / USER_HZ)
+}
+
 /// Summed CPU ticks of `pids`; `None` when any of them cannot be read (a
 /// process that exited mid-window would make the sum meaningless).
 fn processes_cpu_ticks(pids: &[u32]) -> Option<u64> {
     if pids.is_empty() {
         return None;
     }
-    pids.iter().map(|p| stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?)).sum()
+    pids.iter().map(|p| process_cpu_ticks(*p)).sum()
 }
 
 /// The `p` quantile (0..=1, nearest rank) of `sorted`; NaN when empty.

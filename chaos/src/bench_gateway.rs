@@ -101,17 +101,6 @@ pub fn parse_wrk(target: &str, connections: usize, out: &str) -> anyhow::Result<
     Ok(r)
 }
 
-/// User + system CPU seconds of process `pid` so far (`/proc/<pid>/stat`,
-/// fields 14 and 15, in USER_HZ = 100 ticks per second).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; count from after its ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    Some((utime + stime) / 100.0)
-}
-
 fn run_wrk(
     target: &str,
     url: &str,
@@ -128,12 +117,12 @@ fn run_wrk(
         }
         None => Command::new("wrk"),
     };
-    let cpu_before = proxy_pid.and_then(cpu_seconds);
+    let cpu_before = proxy_pid.and_then(crate::bench::process_cpu_seconds);
     let out = cmd
         .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", url])
         .output()
         .context("running wrk (apt-get install wrk)")?;
-    let cpu_used = match (cpu_before, proxy_pid.and_then(cpu_seconds)) {
+    let cpu_used = match (cpu_before, proxy_pid.and_then(crate::bench::process_cpu_seconds)) {
         (Some(a), Some(b)) => Some(b - a),
         _ => None,
     };
