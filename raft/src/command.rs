@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 
 use crate::types::NodeId;
 
+mod decode;
+
 /// Trust model of an attestation provider (MAA's `AAD` or `Isolated`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrustModel {
@@ -63,7 +65,10 @@ pub struct Request {
 /// Validation of shapes (names, sizes) happens before a command is proposed;
 /// the state machine checks only what depends on the state (existence,
 /// conflicts), deterministically, and answers with a [`Response`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded as a JSON object with its `op` tag first; `command/decode.rs`
+/// decodes that order without buffering (and any order more slowly).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// Records which region is primary; written once at bootstrap.
