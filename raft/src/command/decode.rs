@@ -5,8 +5,9 @@
 //! private `Content` tree and decodes the variant from that copy; a batch
 //! entry is copied again at each level of nesting (the batch, each
 //! member's command, each `meta` value). Every follower decodes every entry
-//! it receives, and that decoding was ~6 % of a loaded cluster's CPU
-//! (BENCHMARKS.md, session 17). Our encoder (serde's derived `Serialize`)
+//! it receives: ~6 % of a loaded cluster's CPU went to decoding requests,
+//! ~5 % with the tag read first (BENCHMARKS.md, session 17; the rest is
+//! the strings and values themselves). Our encoder (serde's derived `Serialize`)
 //! always writes `op` first, so here the common case streams straight into
 //! the variant's fields. An object whose `op` comes later (hand-written
 //! JSON) is still accepted: it is buffered as a JSON value first, like
