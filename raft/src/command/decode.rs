@@ -158,22 +158,11 @@ fn buffered<'de, A: MapAccess<'de>>(first: String, mut map: A) -> Result<Command
     }
     let tag = match object.remove(TAG) {
         Some(serde_json::Value::String(s)) => s,
-        Some(other) => return Err(de::Error::invalid_type(unexpected(&other), &"a string")),
+        Some(_) => return Err(de::Error::custom("a command's \"op\" must be a string")),
         None => return Err(de::Error::missing_field(TAG)),
     };
     let rest = MapDeserializer::<_, serde_json::Error>::new(object.into_iter());
     CommandFields::deserialize(Tagged { tag: Cow::Owned(tag), rest }).map_err(de::Error::custom)
-}
-
-fn unexpected(v: &serde_json::Value) -> de::Unexpected<'_> {
-    match v {
-        serde_json::Value::Null => de::Unexpected::Unit,
-        serde_json::Value::Bool(b) => de::Unexpected::Bool(*b),
-        serde_json::Value::Number(_) => de::Unexpected::Other("a number"),
-        serde_json::Value::String(s) => de::Unexpected::Str(s),
-        serde_json::Value::Array(_) => de::Unexpected::Seq,
-        serde_json::Value::Object(_) => de::Unexpected::Map,
-    }
 }
 
 /// A command object's first key: the tag, or (slow path) any other.
