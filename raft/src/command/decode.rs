@@ -134,13 +134,13 @@ impl<'de> Visitor<'de> for CommandVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Command, A::Error> {
-        match map.next_key::<Key>()? {
+        match map.next_key::<Str<'de>>()? {
             None => Err(de::Error::missing_field(TAG)),
-            Some(Key::Tag) => {
+            Some(Str(key)) if key == TAG => {
                 let tag = map.next_value::<Str<'de>>()?.0;
                 CommandFields::deserialize(Tagged { tag, rest: map })
             }
-            Some(Key::Other(first)) => buffered(first, map),
+            Some(Str(first)) => buffered(first.into_owned(), map),
         }
     }
 }
@@ -165,29 +165,7 @@ fn buffered<'de, A: MapAccess<'de>>(first: String, mut map: A) -> Result<Command
     CommandFields::deserialize(Tagged { tag: Cow::Owned(tag), rest }).map_err(de::Error::custom)
 }
 
-/// A command object's first key: the tag, or (slow path) any other.
-enum Key {
-    Tag,
-    Other(String),
-}
-
-impl<'de> Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(if v == TAG { Key::Tag } else { Key::Other(v.to_owned()) })
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A string borrowed from the input where the format allows it.
+/// A key or the tag: borrowed from the input where the format allows it.
 struct Str<'de>(Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Str<'de> {
