@@ -60,124 +60,156 @@ pub struct Request {
     pub command: Command,
 }
 
-/// A control-plane change.
-///
-/// Validation of shapes (names, sizes) happens before a command is proposed;
-/// the state machine checks only what depends on the state (existence,
-/// conflicts), deterministically, and answers with a [`Response`].
-///
-/// Encoded as a JSON object with its `op` tag first; `command/decode.rs`
-/// decodes that order without buffering (and any order more slowly).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Command {
-    /// Records which region is primary; written once at bootstrap.
-    SetTopology {
-        primary: String,
-        secondary: Option<String>,
-    },
-    CreateProvider {
-        name: String,
-        trust_model: TrustModel,
-        /// Token signing algorithm for this provider (`RS256`, `ES256`, `PS256`).
-        token_alg: String,
-        /// Initial policy signer certificates (PEM).
-        signer_certs: Vec<String>,
-        /// Shared (regional default) providers cannot have their policies changed.
-        shared: bool,
-        /// Home region: part of the provider's URI and so of its tokens'
-        /// `iss`, which stays the same when the other region serves it.
-        #[serde(default)]
-        location: String,
-        /// Attest calls need a Reader bearer token (custom providers only).
-        #[serde(default)]
-        attest_requires_auth: bool,
-    },
-    DeleteProvider {
-        name: String,
-    },
-    /// Stores a policy document (text or JWS), opaque to the control plane.
-    SetPolicy {
-        provider: String,
-        attestation_type: String,
-        document: String,
-        /// Precomputed by the API layer (e.g. MAA's policy hash); stored as is.
-        meta: serde_json::Value,
-    },
-    ResetPolicy {
-        provider: String,
-        attestation_type: String,
-    },
-    AddSigner {
-        provider: String,
-        thumbprint: String,
-        cert_pem: String,
-    },
-    RemoveSigner {
-        provider: String,
-        thumbprint: String,
-    },
-    /// Publishes a node's token-signing certificate (never its private key).
-    RegisterNodeCert {
-        node_id: NodeId,
-        kid: String,
-        cert_pem: String,
-        /// Unix seconds after which the key signs no more tokens (rotation).
-        retired_at: Option<u64>,
-    },
-    RemoveNodeCert {
-        kid: String,
-    },
-    /// Opaque collateral blob (base64), e.g. Intel TCB info or AMD certs.
-    PutCollateral {
-        key: String,
-        blob_b64: String,
-    },
-    DeleteCollateral {
-        key: String,
-    },
-    SetReplicationMode {
-        mode: ReplicationMode,
-        reason: String,
-    },
-    /// The first entry of a new configuration epoch after a forced
-    /// promotion: `primary` (the promoted region) becomes the primary, the
-    /// lost region the secondary, replication `async` (no secondary member
-    /// is left), and the promotion is recorded in the audit log.
-    Promoted {
-        epoch: u64,
-        primary: String,
-        secondary: Option<String>,
-        /// The survivor log position the new epoch grew from.
-        base_term: u64,
-        base_index: u64,
-        /// Estimated recovery point, in words (see `recovery::rpo_estimate`).
-        rpo: String,
-        detail: serde_json::Value,
-    },
-    /// `admin rebalance`: the voter majority moved to `primary`.
-    Rebalanced {
-        primary: String,
-        secondary: Option<String>,
-        detail: serde_json::Value,
-    },
-    /// A disaster-recovery event for the audit log (re-seed, divergent
-    /// writes of a fenced node, …). Changes nothing else.
-    Audit {
-        action: String,
-        epoch: u64,
-        #[serde(default)]
-        rpo: Option<String>,
-        detail: serde_json::Value,
-    },
-    /// Does nothing; used to probe that writes go through.
-    Noop,
-    /// Several client requests proposed as one log entry by the leader's
-    /// group commit (see `batcher`). Each keeps its own request id,
-    /// deduplication and response; they apply in order, atomically.
-    Batch {
-        requests: Vec<Request>,
-    },
+/// Defines [`Command`] and, from the same list, `CommandFields`: serde's
+/// externally tagged twin of it (`#[serde(remote)]`), which
+/// `command/decode.rs` decodes a variant's fields with. One list, so the
+/// two cannot differ in a field, a type or a serde attribute (a
+/// `#[serde(default)]` missing from the twin would refuse old log entries).
+macro_rules! commands {
+    (
+        $(#[$enum_attr:meta])*
+        pub enum Command {
+            $(
+                $(#[$variant_attr:meta])*
+                $variant:ident $({
+                    $( $(#[$field_attr:meta])* $field:ident : $ty:ty ),* $(,)?
+                })?
+            ),* $(,)?
+        }
+    ) => {
+        $(#[$enum_attr])*
+        pub enum Command {
+            $( $(#[$variant_attr])* $variant $({ $( $(#[$field_attr])* $field: $ty ),* })? ),*
+        }
+
+        #[derive(Deserialize)]
+        #[serde(remote = "Command", rename_all = "snake_case")]
+        enum CommandFields {
+            $( $(#[$variant_attr])* $variant $({ $( $(#[$field_attr])* $field: $ty ),* })? ),*
+        }
+    };
+}
+
+commands! {
+    /// A control-plane change.
+    ///
+    /// Validation of shapes (names, sizes) happens before a command is proposed;
+    /// the state machine checks only what depends on the state (existence,
+    /// conflicts), deterministically, and answers with a [`Response`].
+    ///
+    /// Encoded as a JSON object with its `op` tag first; `command/decode.rs`
+    /// decodes that order without buffering (and any order more slowly).
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    #[serde(tag = "op", rename_all = "snake_case")]
+    pub enum Command {
+        /// Records which region is primary; written once at bootstrap.
+        SetTopology {
+            primary: String,
+            secondary: Option<String>,
+        },
+        CreateProvider {
+            name: String,
+            trust_model: TrustModel,
+            /// Token signing algorithm for this provider (`RS256`, `ES256`, `PS256`).
+            token_alg: String,
+            /// Initial policy signer certificates (PEM).
+            signer_certs: Vec<String>,
+            /// Shared (regional default) providers cannot have their policies changed.
+            shared: bool,
+            /// Home region: part of the provider's URI and so of its tokens'
+            /// `iss`, which stays the same when the other region serves it.
+            #[serde(default)]
+            location: String,
+            /// Attest calls need a Reader bearer token (custom providers only).
+            #[serde(default)]
+            attest_requires_auth: bool,
+        },
+        DeleteProvider {
+            name: String,
+        },
+        /// Stores a policy document (text or JWS), opaque to the control plane.
+        SetPolicy {
+            provider: String,
+            attestation_type: String,
+            document: String,
+            /// Precomputed by the API layer (e.g. MAA's policy hash); stored as is.
+            meta: serde_json::Value,
+        },
+        ResetPolicy {
+            provider: String,
+            attestation_type: String,
+        },
+        AddSigner {
+            provider: String,
+            thumbprint: String,
+            cert_pem: String,
+        },
+        RemoveSigner {
+            provider: String,
+            thumbprint: String,
+        },
+        /// Publishes a node's token-signing certificate (never its private key).
+        RegisterNodeCert {
+            node_id: NodeId,
+            kid: String,
+            cert_pem: String,
+            /// Unix seconds after which the key signs no more tokens (rotation).
+            retired_at: Option<u64>,
+        },
+        RemoveNodeCert {
+            kid: String,
+        },
+        /// Opaque collateral blob (base64), e.g. Intel TCB info or AMD certs.
+        PutCollateral {
+            key: String,
+            blob_b64: String,
+        },
+        DeleteCollateral {
+            key: String,
+        },
+        SetReplicationMode {
+            mode: ReplicationMode,
+            reason: String,
+        },
+        /// The first entry of a new configuration epoch after a forced
+        /// promotion: `primary` (the promoted region) becomes the primary, the
+        /// lost region the secondary, replication `async` (no secondary member
+        /// is left), and the promotion is recorded in the audit log.
+        Promoted {
+            epoch: u64,
+            primary: String,
+            secondary: Option<String>,
+            /// The survivor log position the new epoch grew from.
+            base_term: u64,
+            base_index: u64,
+            /// Estimated recovery point, in words (see `recovery::rpo_estimate`).
+            rpo: String,
+            detail: serde_json::Value,
+        },
+        /// `admin rebalance`: the voter majority moved to `primary`.
+        Rebalanced {
+            primary: String,
+            secondary: Option<String>,
+            detail: serde_json::Value,
+        },
+        /// A disaster-recovery event for the audit log (re-seed, divergent
+        /// writes of a fenced node, …). Changes nothing else.
+        Audit {
+            action: String,
+            epoch: u64,
+            #[serde(default)]
+            rpo: Option<String>,
+            detail: serde_json::Value,
+        },
+        /// Does nothing; used to probe that writes go through.
+        Noop,
+        /// Several client requests proposed as one log entry by the leader's
+        /// group commit (see `batcher`). Each keeps its own request id,
+        /// deduplication and response; they apply in order, atomically.
+        Batch {
+            requests: Vec<Request>,
+        },
+    }
 }
 
 impl Command {

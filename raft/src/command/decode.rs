@@ -13,10 +13,9 @@
 //! JSON) is still accepted: it is buffered as a JSON value first, like
 //! before. The wire and log format is unchanged.
 //!
-//! The variants' fields are decoded by [`CommandFields`], serde's
-//! externally tagged twin of `Command` (`#[serde(remote)]`: the compiler
-//! checks it against `Command` field by field, and the tests check that
-//! every variant decodes).
+//! The variants' fields are decoded by `CommandFields`, serde's externally
+//! tagged twin of `Command`, generated from the same list by `commands!`
+//! in `command.rs`; the tests check that every variant decodes.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,98 +24,10 @@ use serde::de::value::{CowStrDeserializer, MapDeserializer};
 use serde::de::{self, DeserializeSeed, EnumAccess, IgnoredAny, IntoDeserializer, MapAccess, VariantAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::{Command, ReplicationMode, Request, TrustModel};
-use crate::types::NodeId;
+use super::{Command, CommandFields};
 
 /// The tag's key, as written by `#[serde(tag = "op")]` on [`Command`].
 const TAG: &str = "op";
-
-#[derive(Deserialize)]
-#[serde(remote = "Command", rename_all = "snake_case")]
-enum CommandFields {
-    SetTopology {
-        primary: String,
-        secondary: Option<String>,
-    },
-    CreateProvider {
-        name: String,
-        trust_model: TrustModel,
-        token_alg: String,
-        signer_certs: Vec<String>,
-        shared: bool,
-        #[serde(default)]
-        location: String,
-        #[serde(default)]
-        attest_requires_auth: bool,
-    },
-    DeleteProvider {
-        name: String,
-    },
-    SetPolicy {
-        provider: String,
-        attestation_type: String,
-        document: String,
-        meta: serde_json::Value,
-    },
-    ResetPolicy {
-        provider: String,
-        attestation_type: String,
-    },
-    AddSigner {
-        provider: String,
-        thumbprint: String,
-        cert_pem: String,
-    },
-    RemoveSigner {
-        provider: String,
-        thumbprint: String,
-    },
-    RegisterNodeCert {
-        node_id: NodeId,
-        kid: String,
-        cert_pem: String,
-        retired_at: Option<u64>,
-    },
-    RemoveNodeCert {
-        kid: String,
-    },
-    PutCollateral {
-        key: String,
-        blob_b64: String,
-    },
-    DeleteCollateral {
-        key: String,
-    },
-    SetReplicationMode {
-        mode: ReplicationMode,
-        reason: String,
-    },
-    Promoted {
-        epoch: u64,
-        primary: String,
-        secondary: Option<String>,
-        base_term: u64,
-        base_index: u64,
-        rpo: String,
-        detail: serde_json::Value,
-    },
-    Rebalanced {
-        primary: String,
-        secondary: Option<String>,
-        detail: serde_json::Value,
-    },
-    Audit {
-        action: String,
-        epoch: u64,
-        #[serde(default)]
-        rpo: Option<String>,
-        detail: serde_json::Value,
-    },
-    Noop,
-    Batch {
-        requests: Vec<Request>,
-    },
-}
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -255,6 +166,7 @@ impl<'de, M: MapAccess<'de>> VariantAccess<'de> for Fields<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{ReplicationMode, Request, TrustModel};
     use serde_json::json;
 
     fn request(command: Command) -> Request {
@@ -262,8 +174,7 @@ mod tests {
     }
 
     /// One command of every variant. The `match` makes a new variant a
-    /// compile error here until it is added to the list (and so to
-    /// [`CommandFields`], or its decoding fails below).
+    /// compile error here until it is added to the list.
     fn every_variant() -> Vec<Command> {
         let all = vec![
             Command::SetTopology { primary: "a".into(), secondary: Some("b".into()) },
