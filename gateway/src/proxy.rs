@@ -138,6 +138,26 @@ struct Deadline(Instant);
 #[derive(Clone, Copy, Debug)]
 struct Idempotent(bool);
 
+/// What became of one request's attempts, shared by its clones (the retry
+/// layer clones the request per attempt), so the final error can say how
+/// many nodes were tried, what each answered and why retrying stopped.
+#[derive(Clone, Default)]
+struct Trail(Arc<std::sync::Mutex<TrailInner>>);
+
+#[derive(Default)]
+struct TrailInner {
+    /// `region/address: error` per failed attempt, in order.
+    failures: Vec<String>,
+    /// Why no further attempt was made.
+    stop: Option<&'static str>,
+}
+
+impl Trail {
+    fn with<R>(&self, f: impl FnOnce(&mut TrailInner) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 /// Data-plane requests that are pure functions of their input.
 pub fn is_idempotent(method: &Method, path: &str) -> bool {
     *method == Method::GET
@@ -527,13 +547,17 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Bytes>) -> Self::Future {
         let inner = self.0.clone();
+        let trail = Trail::default();
+        req.extensions_mut().insert(trail.clone());
         Box::pin(async move {
             Ok(match inner.oneshot(req).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(error = %e, "request failed on every attempt");
+                    let (tried, stop) = trail.with(|t| (std::mem::take(&mut t.failures), t.stop));
+                    let stop = stop.unwrap_or("not retryable");
+                    tracing::warn!(error = %e, attempts = tried.len(), stop, failures = ?tried, "request failed");
                     let (status, code) = match e {
                         ForwardError::Timeout { .. } | ForwardError::DeadlineExceeded => {
                             (StatusCode::GATEWAY_TIMEOUT, "GatewayTimeout")
@@ -541,13 +565,16 @@ where
                         ForwardError::NoCandidate => (StatusCode::SERVICE_UNAVAILABLE, "NoHealthyEndpoint"),
                         _ => (StatusCode::BAD_GATEWAY, "BadGateway"),
                     };
-                    // Details (node addresses) go to the log, not to clients.
+                    // Details (node addresses) go to the log, not to clients;
+                    // the attempt count and why retrying stopped do not name
+                    // nodes and tell a client (and a drill report) what happened.
                     let message = match code {
                         "GatewayTimeout" => "no region answered in time; the request can be retried",
                         "NoHealthyEndpoint" => "no region of the attestation service is available",
                         _ => "no region could serve the request; it can be retried if idempotent",
                     };
-                    error_response(status, code, message)
+                    let message = format!("{message} ({} attempt(s); {stop})", tried.len());
+                    error_response(status, code, &message)
                 }
             })
         })
@@ -565,24 +592,43 @@ impl Policy<Request<Bytes>, Resp, ForwardError> for RetryPolicy {
 
     fn retry(&mut self, req: &mut Request<Bytes>, result: &mut Result<Resp, ForwardError>) -> Option<Self::Future> {
         let idem = req.extensions().get::<Idempotent>().is_some_and(|i| i.0);
-        let reason = match result {
-            Ok(r) if idem && matches!(r.status().as_u16(), 502..=504) => "status",
-            Ok(_) => return None,
-            Err(e) if idem || e.nothing_sent() => "error",
-            Err(_) => return None,
-        };
+        let trail = req.extensions().get::<Trail>().cloned().unwrap_or_default();
         let attempt = req.extensions().get::<Attempt>().map_or(0, |a| a.0);
         let plan = req.extensions().get::<Arc<Plan>>()?;
+        let (reason, failure) = match result {
+            Ok(r) if idem && matches!(r.status().as_u16(), 502..=504) => {
+                let node = plan.candidates.get(attempt).map(|c| format!("{}/{}", c.node.region, c.node.address));
+                ("status", format!("{}: HTTP {}", node.unwrap_or_default(), r.status().as_u16()))
+            }
+            Ok(_) => return None,
+            Err(e) if idem || e.nothing_sent() => ("error", e.to_string()),
+            Err(e) => {
+                trail.with(|t| {
+                    t.failures.push(e.to_string());
+                    t.stop = Some("not retried: the request may have reached the node");
+                });
+                return None;
+            }
+        };
         let up = req.extensions().get::<Arc<Upstreams>>()?;
         let deadline = req.extensions().get::<Deadline>()?;
-        if attempt + 1 >= plan.candidates.len()
-            || attempt + 1 >= up.cfg.retry.max_attempts as usize
-            || Instant::now() >= deadline.0
-        {
-            return None;
-        }
-        if !up.budget.withdraw() {
+        let stop = if attempt + 1 >= plan.candidates.len() {
+            Some("no other routable node")
+        } else if attempt + 1 >= up.cfg.retry.max_attempts as usize {
+            Some("retry.max_attempts reached")
+        } else if Instant::now() >= deadline.0 {
+            Some("request deadline passed")
+        } else if !up.budget.withdraw() {
             metrics::counter!("gateway_retries_denied_total").increment(1);
+            Some("retry budget exhausted")
+        } else {
+            None
+        };
+        trail.with(|t| {
+            t.failures.push(failure);
+            t.stop = stop;
+        });
+        if stop.is_some() {
             return None;
         }
         metrics::counter!("gateway_retries_total", "reason" => reason).increment(1);

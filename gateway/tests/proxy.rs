@@ -358,6 +358,35 @@ async fn writes_are_not_retried_but_idempotent_5xx_are() {
     assert_eq!(after, before + 1);
 }
 
+/// When every node of the plan fails, the 502 says how many attempts were
+/// made and why retrying stopped (without naming nodes): the one line a
+/// client or a drill report has to go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_attempts_say_how_many_and_why() {
+    let mut a1 = Backend::start(Behavior::new("a", false)).await;
+    let mut a2 = Backend::start(Behavior::new("a", false)).await;
+    let cfg = config(&[("a", 1, vec![a1.addr, a2.addr], true)], "");
+    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
+    let addr = gw.local_addr();
+    let c = client();
+    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    a1.kill();
+    a2.kill();
+    // Abort takes effect at the accept task's next poll: wait until both refuse.
+    let (x, y) = (a1.addr, a2.addr);
+    wait_for(Duration::from_secs(10), "backends refuse connections", || async move {
+        TcpStream::connect(x).await.is_err() && TcpStream::connect(y).await.is_err()
+    })
+    .await;
+    let r = send(&c, addr, Method::POST, "/attest/OpenEnclave", &[], "{}").await.expect("answer");
+    assert_eq!(r.status, 502, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error body");
+    assert_eq!(v["error"]["code"], "BadGateway");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("(2 attempt(s); no other routable node)"), "{msg}");
+    assert!(!msg.contains(&a1.addr.to_string()) && !msg.contains(&a2.addr.to_string()), "{msg}");
+}
+
 /// Planned failover: the primary's nodes report 503 on /health (draining)
 /// while still serving; the monitor moves traffic and nothing fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -376,7 +376,10 @@ fn init_logging(cfg: &Config) {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info,openraft=warn,h2=warn,tower=warn,hyper=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(EnvFilter::new(filter));
+    // Colour only on a terminal: log files and journald get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if cfg.log.format == "json" {
         builder.json().init();
     } else {

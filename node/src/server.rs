@@ -103,5 +103,10 @@ pub async fn serve(
             }
         });
     }
+    // Close the listening socket now: a connection that lands in its
+    // backlog while in-flight requests finish would only be reset at exit,
+    // after a gateway already sent its request on it; refused at once, it is
+    // a clean "nothing sent" failure the gateway retries elsewhere.
+    drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
 }

@@ -12,7 +12,13 @@ use attest_chaos::checker::verdicts::Status;
 use attest_chaos::drill::{self, Deployment, DrillOptions, Scenario};
 use attest_tests::{tempdir, vectors};
 
-async fn run(scenario: Scenario, tweak: impl FnOnce(&mut attest_chaos::cluster::ClusterSpec)) -> drill::DrillOutcome {
+/// A drill's outcome and, when it failed, the warnings its gateways logged
+/// (the report says what failed; these lines say why, and the scratch
+/// directory with the full logs is gone when a CI log is read).
+async fn run(
+    scenario: Scenario,
+    tweak: impl FnOnce(&mut attest_chaos::cluster::ClusterSpec),
+) -> (drill::DrillOutcome, String) {
     let dir = tempdir::Dir::new(scenario.name()).expect("scratch directory");
     let dep = Deployment::local(dir.path(), |spec| {
         drill::scenarios::local_spec(scenario, spec);
@@ -31,14 +37,53 @@ async fn run(scenario: Scenario, tweak: impl FnOnce(&mut attest_chaos::cluster::
             let _ = std::fs::copy(opts.out_dir.join(f), to.join(f));
         }
     }
-    outcome
+    let warnings = match outcome.report.verdict {
+        Status::Pass => String::new(),
+        _ => gateway_warnings(dir.path()),
+    };
+    (outcome, warnings)
+}
+
+/// The last warning and error lines of every `gateway.log` under `dir`.
+fn gateway_warnings(dir: &std::path::Path) -> String {
+    fn logs(dir: &std::path::Path, depth: u32, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && depth > 0 {
+                logs(&p, depth - 1, out);
+            } else if p.file_name().is_some_and(|n| n == "gateway.log") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    logs(dir, 3, &mut files);
+    files.sort();
+    let mut out = String::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).collect();
+        out.push_str(&format!("--- {} (last warnings)\n", f.display()));
+        for l in &lines[lines.len().saturating_sub(20)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 async fn drill_passes(scenario: Scenario) {
-    let outcome = run(scenario, |_| {}).await;
+    let (outcome, warnings) = run(scenario, |_| {}).await;
     let r = &outcome.report;
     let failed: Vec<String> = r.failed_checks().iter().map(|c| format!("{}: {}", c.id, c.summary)).collect();
-    assert_eq!(r.verdict, Status::Pass, "drill {scenario} failed:\n{}\n\n{}", failed.join("\n"), r.markdown());
+    assert_eq!(
+        r.verdict,
+        Status::Pass,
+        "drill {scenario} failed:\n{}\n\n{}\n\n{warnings}",
+        failed.join("\n"),
+        r.markdown()
+    );
     // Every drill exercised the data and the control plane.
     assert!(r.operations.attest.ok > 0 && r.operations.writes.ok > 0, "{:?}", r.operations);
 }
@@ -101,7 +146,7 @@ async fn permanent_primary_loss() {
 /// check, naming the acknowledged writes the secondary does not hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_build_fails_the_rpo_check() {
-    let outcome = run(Scenario::PartitionThenPrimaryLoss, |spec| {
+    let (outcome, _) = run(Scenario::PartitionThenPrimaryLoss, |spec| {
         spec.raft_toml.push_str("unsafe_ack_before_secondary = true\n");
         spec.node_env.insert("ATTESTD_ALLOW_UNSAFE_TEST_SWITCHES".into(), "1".into());
     })

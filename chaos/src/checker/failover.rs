@@ -235,13 +235,17 @@ pub fn check_availability(ops: &[Op], windows: &[Window], required_outside_disru
     let mut errors_outside = 0;
     let mut errors_planned = 0;
     for op in data.iter().filter(|o| o.result != OpResult::Ok) {
+        // The error's message says why (e.g. the gateway's attempt count and
+        // why it stopped retrying): a report read in a CI log has nothing else.
+        let why = op.error.as_deref().map(|e| format!(" ({})", e.chars().take(200).collect::<String>()));
         let what = format!(
-            "attest #{} via {} at {:.2}s failed: {} {}",
+            "attest #{} via {} at {:.2}s failed: {} {}{}",
             op.id,
             op.target,
             secs(op.start_ns),
             op.status.map_or("no answer".to_string(), |s| s.to_string()),
-            op.error_code.as_deref().unwrap_or("")
+            op.error_code.as_deref().unwrap_or(""),
+            why.unwrap_or_default()
         );
         if planned.iter().any(|w| overlaps(op, w)) {
             errors_planned += 1;
