@@ -218,6 +218,9 @@ async fn accept_loop(
         // Reap finished connection tasks so the set does not grow.
         while conns.try_join_next().is_some() {}
     }
+    // Refuse new connections at once (as a stopping node does): left in the
+    // backlog they would hang until the drain ends and then be reset.
+    drop(listener);
     // Graceful: open connections were told to finish; wait for them.
     while conns.join_next().await.is_some() {}
 }

@@ -415,3 +415,42 @@ async fn drained_region_is_left_without_errors() {
     }
     assert!(!regions.is_empty());
 }
+
+/// A stopping gateway refuses new connections at once (instead of leaving
+/// them in the listen backlog until its drain ends) and still answers the
+/// request it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_refuses_new_connections_and_finishes_its_requests() {
+    let a1 = Backend::start(Behavior::new("a", false)).await;
+    let cfg = config(&[("a", 1, vec![a1.addr], true)], "");
+    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
+    let addr = gw.local_addr();
+    let c = client();
+    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+
+    // A request in flight: headers sent, the body only begun.
+    let body = b"{\"quote\": \"AAAA\"}";
+    let mut held = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /attest/SgxEnclave HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    held.write_all(head.as_bytes()).await.expect("write head");
+    held.write_all(&body[..3]).await.expect("write part of the body");
+    // Let the gateway read the head, so the request is in flight, not queued
+    // (well inside the test config's 1 s body timeout).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopping = tokio::spawn(gw.shutdown(Duration::from_secs(20)));
+    wait_for(Duration::from_secs(10), "new connections refused", || async move {
+        matches!(TcpStream::connect(addr).await, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+    .await;
+    held.write_all(&body[3..]).await.expect("write the rest of the body");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), held.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(read.is_ok(), "no answer within 10 s: {answer}");
+    assert!(answer.starts_with("HTTP/1.1 200"), "the in-flight request was not answered: {answer:?}");
+    tokio::time::timeout(Duration::from_secs(20), stopping).await.expect("gateway stops").expect("no panic");
+}
