@@ -72,12 +72,16 @@ fn counter_sum(metrics: &str, name: &str, labels: &str) -> f64 {
         .sum()
 }
 
+/// Node `id`'s `/metrics` text.
+async fn metrics_text(c: &attest_chaos::cluster::Cluster, id: u64) -> String {
+    c.http().get(format!("{}/metrics", c.url(id))).send().await.expect("metrics").text().await.unwrap_or_default()
+}
+
 /// Forward attempts (`attest_control_forwarded_writes_total`) summed over `ids`.
 async fn total_forwards(c: &attest_chaos::cluster::Cluster, ids: &[u64]) -> f64 {
     let mut sum = 0.0;
     for id in ids {
-        let text = c.http().get(format!("{}/metrics", c.url(*id))).send().await.expect("metrics").text().await;
-        sum += counter_sum(&text.unwrap_or_default(), "attest_control_forwarded_writes_total", "");
+        sum += counter_sum(&metrics_text(c, *id).await, "attest_control_forwarded_writes_total", "");
     }
     sum
 }
@@ -158,15 +162,7 @@ async fn concurrent_writes_are_group_committed_once_and_durable_in_both_regions(
             "node {id}: {extra} extra log entries for acknowledged requests, but only {resent_forwards} forwards were sent again"
         );
     }
-    let metrics = c
-        .http()
-        .get(format!("{}/metrics", c.url(lead)))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
+    let metrics = metrics_text(&c, lead).await;
     assert!(
         counter_sum(&metrics, "attest_raft_ship_rpcs_total", "result=\"ok\"") > 0.0,
         "the leader shipped nothing to the secondary region"
@@ -394,8 +390,7 @@ async fn secondary_loss_degrades_to_async_and_recovers_to_sync() {
     let h = c.health(1).await.expect("health").1;
     assert_eq!(h["replication_mode"], "async");
     assert!(h["replication_reason"].as_str().unwrap_or("").contains("unreachable"), "{h}");
-    let metrics =
-        c.http().get(format!("{}/metrics", c.url(1))).send().await.expect("metrics").text().await.unwrap_or_default();
+    let metrics = metrics_text(&c, 1).await;
     assert!(metrics.contains("attest_replication_mode{mode=\"async\"} 1"), "metrics show async");
     for i in 0..20 {
         let r = create_provider(&c, 1 + (i % 3), &format!("async{i}"), &format!("a{i}")).await.expect("sent");
@@ -439,8 +434,7 @@ async fn node_behind_a_purged_log_catches_up_by_snapshot() {
     assert!(purged > 10, "the leader purged its log behind a snapshot: {st}");
     c.start(lagging).expect("restart the lagging node");
     c.wait_converged(&c.ids(), 150, CONVERGE).await.expect("caught up");
-    let metrics =
-        c.http().get(format!("{}/metrics", c.url(lagging))).send().await.expect("m").text().await.unwrap_or_default();
+    let metrics = metrics_text(&c, lagging).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("attest_raft_snapshots_installed_total") && !l.ends_with(" 0")),
         "node {lagging} installed a snapshot"

@@ -44,21 +44,16 @@ async fn run(
     (outcome, warnings)
 }
 
-/// The last warning and error lines of every `gateway.log` under `dir`.
+/// The last warning and error lines of every gateway's log (the local
+/// deployment keeps them in `<dir>/cluster/gateway-<region>/gateway.log`).
 fn gateway_warnings(dir: &std::path::Path) -> String {
-    fn logs(dir: &std::path::Path, depth: u32, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() && depth > 0 {
-                logs(&p, depth - 1, out);
-            } else if p.file_name().is_some_and(|n| n == "gateway.log") {
-                out.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    logs(dir, 3, &mut files);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("cluster"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gateway-"))
+        .map(|e| e.path().join("gateway.log"))
+        .collect();
     files.sort();
     let mut out = String::new();
     for f in files {
