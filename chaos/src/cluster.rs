@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -104,10 +104,18 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     pub fn is_running(&mut self) -> bool {
-        match &mut self.child {
-            None => false,
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-        }
+        self.reap();
+        self.child.is_some()
+    }
+
+    /// The exit status of a process that has exited, reported once: it is
+    /// reaped (no zombie) and its pid forgotten, so no later signal can
+    /// reach another process that reused the pid.
+    pub fn reap(&mut self) -> Option<ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        self.paused = false;
+        Some(status)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -580,6 +588,11 @@ impl Cluster {
         bail!("nodes did not converge within {within:?}: {last:?}")
     }
 
+    /// Reaps the nodes that exited since the last call: (id, status).
+    pub fn reap_exited(&mut self) -> Vec<(u64, ExitStatus)> {
+        self.nodes.values_mut().filter_map(|n| Some((n.id, n.reap()?))).collect()
+    }
+
     pub fn tail_log(&self, id: u64) -> String {
         let Some(n) = self.nodes.get(&id) else { return String::new() };
         let text = std::fs::read_to_string(&n.log).unwrap_or_default();
@@ -656,6 +669,11 @@ pub struct GatewayHandle {
 impl GatewayHandle {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status once the process has exited (and is reaped).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use attest_chaos::cluster::{Cluster, ClusterSpec};
+use attest_chaos::cluster::{Cluster, ClusterSpec, GatewayHandle};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -27,7 +27,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a local cluster (3 nodes in the primary region, 2 in the
-    /// secondary, mutual TLS) and keep it running until Ctrl-C.
+    /// secondary, mutual TLS) with one gateway per region and keep it
+    /// running until Ctrl-C (or SIGTERM/SIGHUP), which stops every process.
+    /// A node or gateway that exits meanwhile (say, `kill -9 <pid>` to try
+    /// a failure) is reported with its last log lines; the rest keeps
+    /// running.
     Up {
         /// Root directory for certificates, configs, data and logs.
         #[arg(long, default_value = ".cluster")]
@@ -328,23 +332,25 @@ fn main() -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
             }
             eprintln!("starting {} + {} nodes under {} ...", primary_nodes, secondary_nodes, dir.display());
-            let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
+            let mut cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
             println!("cluster is up (CA: {})", cluster.ca_path().display());
             for n in cluster.nodes.values() {
                 println!(
-                    "  node {} [{}]  api https://{}  raft {}  log {}",
+                    "  node {} [{}]  pid {}  api https://{}  raft {}  log {}",
                     n.id,
                     n.region,
+                    n.pid().unwrap_or_default(),
                     n.api_addr,
                     n.raft_addr,
                     n.log.display()
                 );
             }
-            let gateways = cluster.start_gateways(Duration::from_secs(30)).await?;
+            let mut gateways = cluster.start_gateways(Duration::from_secs(30)).await?;
             for g in &gateways {
                 println!(
-                    "  gateway [{}]  https://{}  status page https://{}/gateway/  log {}",
+                    "  gateway [{}]  pid {}  https://{}  status page https://{}/gateway/  log {}",
                     g.region,
+                    g.pid(),
                     g.addr,
                     g.addr,
                     g.log.display()
@@ -359,8 +365,11 @@ fn main() -> anyhow::Result<()> {
             );
             println!("  export ATTESTD_TOKEN=$(attestd dev-token --dir {certs} --role Owner)");
             println!("  attestd admin status --url {}", cluster.url(1));
+            // Listening before the prompt: a Ctrl-C right after it must not
+            // kill `up` by the default action and orphan the nodes.
+            let stop = StopSignals::listen()?;
             println!("press Ctrl-C to stop");
-            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            watch_until_stopped(&mut cluster, &mut gateways, stop).await?;
             drop(gateways);
             drop(cluster);
             Ok(())
@@ -374,6 +383,60 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Wan(args) => rt.block_on(attest_chaos::wan::run_wan_proxy(args)).context("running the WAN emulator"),
+    }
+}
+
+/// SIGINT (Ctrl-C), SIGTERM (`kill`, a process manager) and SIGHUP (the
+/// terminal closed) all stop `up` the same way: every process it started
+/// is stopped before it exits, none is left running orphaned.
+struct StopSignals([tokio::signal::unix::Signal; 3]);
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let on = |kind: SignalKind| signal(kind).context("installing a signal handler");
+        Ok(Self([on(SignalKind::interrupt())?, on(SignalKind::terminate())?, on(SignalKind::hangup())?]))
+    }
+
+    async fn recv(&mut self) {
+        let [int, term, hup] = &mut self.0;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    }
+}
+
+/// Waits for a stop signal while reporting (and reaping) every node or
+/// gateway that exits on its own or is killed by hand: the rest keeps
+/// serving, as it would after losing that process in production.
+async fn watch_until_stopped(
+    cluster: &mut Cluster,
+    gateways: &mut Vec<GatewayHandle>,
+    mut stop: StopSignals,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.recv() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        for (id, status) in cluster.reap_exited() {
+            let (region, log) =
+                cluster.nodes.get(&id).map(|n| (n.region.clone(), n.log.display().to_string())).unwrap_or_default();
+            eprintln!(
+                "node {id} [{region}] exited ({status}); the other nodes keep running. Last lines of {log}:\n{}",
+                cluster.tail_log(id)
+            );
+        }
+        gateways.retain_mut(|g| match g.exit_status() {
+            None => true,
+            Some(status) => {
+                eprintln!("gateway [{}] exited ({status}); see {}", g.region, g.log.display());
+                false
+            }
+        });
     }
 }
 
