@@ -63,16 +63,53 @@ fn is_zombie(pid: i32) -> bool {
 
 /// The running `up`: interrupted (and so cleaned up by itself) when the
 /// test fails early, so a failure leaves no cluster behind.
-struct Up(Child);
+struct Up {
+    child: Child,
+    /// Its stderr, line by line (exit reports go there).
+    err: Receiver<String>,
+    /// Its stdout up to the "press Ctrl-C" prompt (the listing).
+    listing: Vec<String>,
+    _dir: tempfile::TempDir,
+}
 
 impl Up {
-    /// SIGINT, then the exit status within `within` (None: still running).
-    fn interrupt(&mut self, within: Duration) -> Option<ExitStatus> {
+    /// Starts `attest-chaos up` in a fresh directory and waits for its prompt.
+    fn start() -> Up {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_attest-chaos"))
+            .arg("up")
+            .arg("--dir")
+            .arg(dir.path().join("cluster"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting attest-chaos up");
+        let out = lines(child.stdout.take().expect("stdout"));
+        let err = lines(child.stderr.take().expect("stderr"));
+        let mut up = Up { child, err, listing: Vec::new(), _dir: dir };
+        let ready = wait_line(&out, Duration::from_secs(240), &mut up.listing, |l| l.contains("press Ctrl-C to stop"));
+        if ready.is_none() {
+            let listing = std::mem::take(&mut up.listing).join("\n");
+            let stderr: Vec<String> = up.err.try_iter().collect();
+            drop(up);
+            panic!("the cluster did not come up:\n{listing}\n{}", stderr.join("\n"));
+        }
+        up
+    }
+
+    /// The pids of the listed processes whose line starts with `prefix`.
+    fn pids(&self, prefix: &str) -> Vec<i32> {
+        self.listing.iter().filter(|l| l.trim_start().starts_with(prefix)).filter_map(|l| pid_of(l)).collect()
+    }
+
+    /// Sends `sig`, then the exit status within `within` (None: still running).
+    fn signal(&mut self, sig: i32, within: Duration) -> Option<ExitStatus> {
         // SAFETY: kill(2) on our own child's pid; no memory involved.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
         let deadline = Instant::now() + within;
         loop {
-            match self.0.try_wait() {
+            match self.child.try_wait() {
                 Ok(Some(s)) => return Some(s),
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 _ => return None,
@@ -83,42 +120,20 @@ impl Up {
 
 impl Drop for Up {
     fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) && self.interrupt(Duration::from_secs(30)).is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+        if matches!(self.child.try_wait(), Ok(None)) && self.signal(libc::SIGINT, Duration::from_secs(30)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
 
 #[test]
 fn up_reports_and_reaps_a_killed_node_and_ctrl_c_stops_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = Command::new(env!("CARGO_BIN_EXE_attest-chaos"))
-        .arg("up")
-        .arg("--dir")
-        .arg(dir.path().join("cluster"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting attest-chaos up");
-    let mut up = Up(child);
-    let out = lines(up.0.stdout.take().expect("stdout"));
-    let err = lines(up.0.stderr.take().expect("stderr"));
-    let mut seen = Vec::new();
-    let ready = wait_line(&out, Duration::from_secs(240), &mut seen, |l| l.contains("press Ctrl-C to stop"));
-    if ready.is_none() {
-        drop(up);
-        let stderr: Vec<String> = err.try_iter().collect();
-        panic!("the cluster did not come up:\n{}\n{}", seen.join("\n"), stderr.join("\n"));
-    }
-    let listed = |prefix: &str| -> Vec<i32> {
-        seen.iter().filter(|l| l.trim_start().starts_with(prefix)).filter_map(|l| pid_of(l)).collect()
-    };
-    let nodes = listed("node ");
-    let gateways = listed("gateway ");
-    assert_eq!(nodes.len(), 5, "five nodes with their pids in:\n{}", seen.join("\n"));
-    assert_eq!(gateways.len(), 2, "two gateways with their pids in:\n{}", seen.join("\n"));
+    let mut up = Up::start();
+    let nodes = up.pids("node ");
+    let gateways = up.pids("gateway ");
+    assert_eq!(nodes.len(), 5, "five nodes with their pids in:\n{}", up.listing.join("\n"));
+    assert_eq!(gateways.len(), 2, "two gateways with their pids in:\n{}", up.listing.join("\n"));
     assert!(nodes.iter().chain(&gateways).all(|p| exists(*p) && !is_zombie(*p)));
 
     // Kill the last node (a secondary-region node) behind `up`'s back.
@@ -127,7 +142,7 @@ fn up_reports_and_reaps_a_killed_node_and_ctrl_c_stops_everything() {
     assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
     let mut errs = Vec::new();
     let report =
-        wait_line(&err, Duration::from_secs(30), &mut errs, |l| l.starts_with("node 5 ") && l.contains("exited"));
+        wait_line(&up.err, Duration::from_secs(30), &mut errs, |l| l.starts_with("node 5 ") && l.contains("exited"));
     assert!(report.is_some(), "no exit report for node 5; stderr:\n{}", errs.join("\n"));
     let report = report.unwrap_or_default();
     assert!(report.contains("SIGKILL") && report.contains("keep running"), "{report}");
@@ -138,8 +153,22 @@ fn up_reports_and_reaps_a_killed_node_and_ctrl_c_stops_everything() {
     );
 
     // Ctrl-C stops the rest and `up` exits cleanly.
-    let status = up.interrupt(Duration::from_secs(60)).expect("attest-chaos up exits within 60 s of SIGINT");
+    let status = up.signal(libc::SIGINT, Duration::from_secs(60)).expect("attest-chaos up exits within 60 s of SIGINT");
     assert!(status.success(), "attest-chaos up exited with {status}");
     let left: Vec<i32> = nodes[..4].iter().chain(&gateways).copied().filter(|p| exists(*p)).collect();
     assert!(left.is_empty(), "processes left running after Ctrl-C: {left:?}");
+}
+
+/// `kill <pid of up>` (or a process manager stopping it) must not leave the
+/// cluster running orphaned.
+#[test]
+fn up_stops_everything_on_sigterm() {
+    let mut up = Up::start();
+    let all: Vec<i32> = up.pids("node ").into_iter().chain(up.pids("gateway ")).collect();
+    assert_eq!(all.len(), 7, "five nodes and two gateways in:\n{}", up.listing.join("\n"));
+    let status =
+        up.signal(libc::SIGTERM, Duration::from_secs(60)).expect("attest-chaos up exits within 60 s of SIGTERM");
+    assert!(status.success(), "attest-chaos up exited with {status}");
+    let left: Vec<i32> = all.into_iter().filter(|p| exists(*p)).collect();
+    assert!(left.is_empty(), "processes left running after SIGTERM: {left:?}");
 }
