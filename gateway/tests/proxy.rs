@@ -28,16 +28,23 @@ async fn all_online(c: &TestClient, gw: std::net::SocketAddr) -> bool {
         .unwrap_or(false)
 }
 
+/// Starts a gateway with `cfg` and waits until every enabled endpoint is
+/// Online: the gateway, its address and a client.
+async fn start_online(cfg: &str) -> (Gateway, std::net::SocketAddr, TestClient) {
+    let gw = Gateway::start(Config::parse(cfg).expect("config")).await.expect("start");
+    let addr = gw.local_addr();
+    let c = client();
+    wait_for(Duration::from_secs(10), "all endpoints Online", || all_online(&c, addr)).await;
+    (gw, addr, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn region_outage_zero_failed_attests_then_failback() {
     let p1 = Backend::start(Behavior::new("primary", false)).await;
     let p2 = Backend::start(Behavior::new("primary", false)).await;
     let s1 = Backend::start(Behavior::new("secondary", true)).await;
     let cfg = config(&[("primary", 1, vec![p1.addr, p2.addr], true), ("secondary", 2, vec![s1.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "all endpoints Online", || all_online(&c, addr)).await;
+    let (_gw, addr, c) = start_online(&cfg).await;
 
     // Steady attest load from several clients.
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,10 +155,7 @@ async fn region_outage_zero_failed_attests_then_failback() {
 async fn headers_request_id_host_path_and_probe_headers() {
     let b = Backend::start(Behavior::new("eastus2", false)).await;
     let cfg = config(&[("eastus2", 1, vec![b.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (_gw, addr, c) = start_online(&cfg).await;
 
     let a = send(
         &c,
@@ -207,10 +211,7 @@ async fn unexpected_health_status_degrades_and_expected_ranges_apply() {
     // 204 from the health endpoint is healthy only if listed.
     let cfg =
         cfg.replace("tolerated_failures = 1", "tolerated_failures = 1\nexpected_status_codes = \"200-200, 204-204\"");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (gw, addr, c) = start_online(&cfg).await;
     a1.behavior.health_status.store(204, Ordering::SeqCst);
     // Still healthy: nothing to wait for, but a few probes must pass.
     let seen = a1.behavior.probe_headers.lock().expect("lock").len();
@@ -247,10 +248,7 @@ async fn unexpected_health_status_degrades_and_expected_ranges_apply() {
 async fn bad_and_slow_clients_do_not_hurt_others() {
     let b = Backend::start(Behavior::new("r", false)).await;
     let cfg = config(&[("r", 1, vec![b.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (_gw, addr, c) = start_online(&cfg).await;
 
     // Slowloris: many connections that dribble header bytes, or send nothing.
     let mut slow = Vec::new();
@@ -338,10 +336,7 @@ async fn writes_are_not_retried_but_idempotent_5xx_are() {
     let a1 = Backend::start(Behavior::new("a", false)).await;
     let a2 = Backend::start(Behavior::new("a", false)).await;
     let cfg = config(&[("a", 1, vec![a1.addr, a2.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (_gw, addr, c) = start_online(&cfg).await;
 
     // One node answers data-plane requests with 503 (e.g. draining): attests
     // are retried on the other node and never fail.
@@ -366,10 +361,7 @@ async fn exhausted_attempts_say_how_many_and_why() {
     let mut a1 = Backend::start(Behavior::new("a", false)).await;
     let mut a2 = Backend::start(Behavior::new("a", false)).await;
     let cfg = config(&[("a", 1, vec![a1.addr, a2.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (_gw, addr, c) = start_online(&cfg).await;
     a1.kill();
     a2.kill();
     // Abort takes effect at the accept task's next poll: wait until both refuse.
@@ -394,10 +386,7 @@ async fn drained_region_is_left_without_errors() {
     let p1 = Backend::start(Behavior::new("primary", false)).await;
     let s1 = Backend::start(Behavior::new("secondary", true)).await;
     let cfg = config(&[("primary", 1, vec![p1.addr], true), ("secondary", 2, vec![s1.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (_gw, addr, c) = start_online(&cfg).await;
     p1.behavior.health_status.store(503, Ordering::SeqCst);
     let mut regions = Vec::new();
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -423,10 +412,7 @@ async fn drained_region_is_left_without_errors() {
 async fn a_stopping_gateway_refuses_new_connections_and_finishes_its_requests() {
     let a1 = Backend::start(Behavior::new("a", false)).await;
     let cfg = config(&[("a", 1, vec![a1.addr], true)], "");
-    let gw = Gateway::start(Config::parse(&cfg).expect("config")).await.expect("start");
-    let addr = gw.local_addr();
-    let c = client();
-    wait_for(Duration::from_secs(10), "Online", || all_online(&c, addr)).await;
+    let (gw, addr, _c) = start_online(&cfg).await;
 
     // A request in flight: headers sent, the body only begun.
     let body = b"{\"quote\": \"AAAA\"}";
