@@ -190,6 +190,10 @@ pub struct ControlStatus {
     pub region: String,
     pub raft_role: String,
     pub term: u64,
+    /// The leader this node follows: itself when it leads, otherwise the
+    /// one it has heard from since it started. Not the leader of the vote
+    /// it loaded from disk: after a restart that names the leader of the
+    /// term it went down in, which may be long gone.
     pub leader: Option<NodeId>,
     pub leader_region: Option<String>,
     pub last_log_index: u64,
@@ -693,16 +697,17 @@ impl ControlPlane {
                 voter: voters.contains(id),
             })
             .collect();
-        let leader_region = m.current_leader.and_then(|l| membership.get_node(&l).map(|n| n.region.clone()));
         let raft_failure = stopped_reason(&m);
         let is_leader = m.state == ServerState::Leader;
+        let leader = m.current_leader.filter(|_| is_leader || self.leader_contact.ever());
+        let leader_region = leader.and_then(|l| membership.get_node(&l).map(|n| n.region.clone()));
         let readonly_after = self.timing.readonly_after();
         let writable = if self.refusal().is_some() {
             false
         } else if is_leader {
             m.millis_since_quorum_ack.is_none_or(|ms| Duration::from_millis(ms) <= readonly_after)
         } else {
-            m.current_leader.is_some() && self.leader_contact.ever() && self.leader_contact.age() < readonly_after
+            leader.is_some() && self.leader_contact.age() < readonly_after
         };
         let last_log = m.last_log_index.unwrap_or(0);
         let peer_lag = m
@@ -715,7 +720,7 @@ impl ControlPlane {
             region: self.region.clone(),
             raft_role: format!("{:?}", m.state),
             term: m.current_term,
-            leader: m.current_leader,
+            leader,
             leader_region,
             last_log_index: last_log,
             applied_index: self.state.applied_index(),

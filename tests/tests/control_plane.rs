@@ -201,6 +201,19 @@ async fn primary_loss_makes_secondary_read_only_then_writes_resume() {
     assert!(health.is_ok(), "{health:?}");
     let stale = c.http().get(format!("{}/providers/before3", c.url(secondary[0]))).send().await.expect("read");
     assert_eq!(stale.headers().get("x-attest-stale").and_then(|v| v.to_str().ok()), Some("true"));
+    // A secondary node restarted during the outage has, on disk, the vote
+    // of the leader the primary had: it serves reads and names no leader
+    // (it has heard from none), rather than the dead one.
+    c.kill(secondary[1]).expect("kill a secondary node");
+    c.start(secondary[1]).expect("restart it during the outage");
+    let h = c
+        .wait_health_where(secondary[1], CONVERGE, "answering after its restart", |h| h["node_id"].is_u64())
+        .await
+        .expect("the restarted node answers /health");
+    assert!(h["leader"].is_null() && h["leader_region"].is_null(), "no leader heard from since the restart: {h}");
+    assert_eq!(h["control_plane"], "read-only", "{h}");
+    let read = c.http().get(format!("{}/providers/before3", c.url(secondary[1]))).send().await.expect("read");
+    assert_eq!(read.status().as_u16(), 200, "a read on the restarted secondary node");
 
     c.start_region(&primary_region).expect("restart the primary region");
     let mut resumed = false;
@@ -282,8 +295,12 @@ async fn a_secondary_leader_hands_leadership_back_to_the_primary() {
         let mut seen = Value::Null;
         let back = loop {
             if let Ok(s) = status(&c, primary[1]).await {
-                if s["leader_region"].as_str() == Some(c.spec.primary_region.as_str()) {
-                    break s["leader"].as_u64();
+                let named = s["leader"].as_u64().filter(|l| primary.contains(l));
+                // Only the named node's own word counts: it leads now.
+                if let Some(l) = named {
+                    if status(&c, l).await.is_ok_and(|own| own["raft_role"] == "Leader") {
+                        break Some(l);
+                    }
                 }
                 seen = s;
             }
