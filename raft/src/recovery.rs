@@ -119,6 +119,10 @@ pub struct NodeReport {
     pub epoch: EpochRecord,
     pub fenced: bool,
     pub raft_role: String,
+    /// The leader of this node's vote. Unlike `/health`, this storage view
+    /// keeps it after a restart (`leader_contact_ms` is then `None`): it
+    /// names the leader the node last followed, which a promotion audit
+    /// wants to see.
     pub leader: Option<NodeId>,
     /// The leader's gRPC address, as this node knows it.
     #[serde(default)]
