@@ -521,13 +521,10 @@ impl Cluster {
     }
 
     /// True if the node's process was started and has since exited (an
-    /// unreaped child is a zombie: state `Z` in `/proc/<pid>/stat`).
+    /// unreaped child is a zombie).
     fn exited(&self, id: u64) -> bool {
         let Some(pid) = self.nodes.get(&id).and_then(NodeHandle::pid) else { return false };
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z"),
-            Err(_) => true,
-        }
+        process_state(pid).is_none_or(|state| state == 'Z')
     }
 
     /// Waits until `pred` holds for the node's `/health` body (bounded).
@@ -655,6 +652,15 @@ fn send_signal(pid: u32, sig: i32) -> i32 {
         Ok(s) if s.success() => 0,
         _ => -1,
     }
+}
+
+/// The state letter of process `pid` from `/proc/<pid>/stat` (`R`, `S`,
+/// … ; `Z` for an exited child not yet reaped), `None` when there is no
+/// such process.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state …`: comm may hold spaces and ')', the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// A running `attest-gateway` process in front of the cluster.

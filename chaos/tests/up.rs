@@ -8,6 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use attest_chaos::cluster::process_state;
+
 /// Forwards a child's output line by line (the test reads it with deadlines).
 fn lines(from: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, rx) = channel();
@@ -50,15 +52,13 @@ fn pid_of(line: &str) -> Option<i32> {
     words.next()?.parse().ok()
 }
 
-/// Whether `pid` is a live process (a zombie counts as not reaped, i.e. alive).
+/// Whether `pid` is a process at all (a zombie not yet reaped counts).
 fn exists(pid: i32) -> bool {
-    std::fs::metadata(format!("/proc/{pid}")).is_ok()
+    process_state(pid as u32).is_some()
 }
 
 fn is_zombie(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // `pid (comm) state ...`: the state follows the last ')'.
-    stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(false)
+    process_state(pid as u32) == Some('Z')
 }
 
 /// The running `up`: interrupted (and so cleaned up by itself) when the

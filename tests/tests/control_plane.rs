@@ -206,10 +206,7 @@ async fn primary_loss_makes_secondary_read_only_then_writes_resume() {
     // (it has heard from none), rather than the dead one.
     c.kill(secondary[1]).expect("kill a secondary node");
     c.start(secondary[1]).expect("restart it during the outage");
-    let h = c
-        .wait_health_where(secondary[1], CONVERGE, "answering after its restart", |h| h["node_id"].is_u64())
-        .await
-        .expect("the restarted node answers /health");
+    let h = c.wait_healthy(secondary[1], CONVERGE).await.expect("the restarted node answers /health");
     assert!(h["leader"].is_null() && h["leader_region"].is_null(), "no leader heard from since the restart: {h}");
     assert_eq!(h["control_plane"], "read-only", "{h}");
     let read = c.http().get(format!("{}/providers/before3", c.url(secondary[1]))).send().await.expect("read");
