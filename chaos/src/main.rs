@@ -203,6 +203,12 @@ enum BenchCmd {
         /// time, etcd first in odd rounds and attestd first in even ones.
         #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Async worker threads per attestd node (`[runtime]
+        /// worker_threads`; 0 = one per CPU). Default: 1 when the five
+        /// nodes outnumber the machine's CPUs (as docs/operations.md
+        /// advises for packed nodes), else 0.
+        #[arg(long)]
+        node_worker_threads: Option<usize>,
         /// Scratch directory.
         #[arg(long, default_value = "/tmp/attest-bench")]
         dir: PathBuf,
@@ -581,6 +587,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             compare_no_ship,
             http1,
             rounds,
+            node_worker_threads,
             dir,
         } => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -599,7 +606,13 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                 token_algs,
                 compare_no_ship,
                 http1,
+                worker_threads: node_worker_threads.unwrap_or_else(|| packed_worker_threads(5)),
             };
+            println!(
+                "attestd nodes run {} async worker thread(s) each ([runtime] worker_threads = {})",
+                if run.worker_threads == 0 { "one per CPU".to_string() } else { run.worker_threads.to_string() },
+                run.worker_threads
+            );
             println!("{}", attest_chaos::bench::LOAD_TABLE_HEADER);
             for round in 1..=rounds.max(1) {
                 let dir = dir.join(format!("round-{round}"));
@@ -773,6 +786,20 @@ struct ControlPlaneRun {
     token_algs: Vec<String>,
     compare_no_ship: bool,
     http1: bool,
+    /// `[runtime] worker_threads` of every node (0 = one per CPU).
+    worker_threads: usize,
+}
+
+/// `[runtime] worker_threads` for `nodes` nodes on this machine: one each
+/// when they outnumber the CPUs (docs/operations.md, "Runtime threads"),
+/// else attestd's default (0, one per CPU).
+fn packed_worker_threads(nodes: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if nodes > cpus {
+        1
+    } else {
+        0
+    }
 }
 
 impl ControlPlaneRun {
@@ -822,7 +849,8 @@ impl ControlPlaneRun {
                     emin = (rtt * 10).max(1000),
                     emax = (rtt * 15).max(1500)
                 );
-                spec.extra_toml = "[log]\nfilter = \"warn\"\n".into();
+                spec.extra_toml =
+                    format!("[log]\nfilter = \"warn\"\n[runtime]\nworker_threads = {}\n", self.worker_threads);
                 let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
                 let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
                 if let Some(wan) = &cluster.wan {

@@ -41,7 +41,33 @@ pub struct Config {
     /// Disaster recovery (forced promotion) safety settings.
     #[serde(default)]
     pub recovery: RecoverySection,
+    /// The node's async runtime.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
 }
+
+/// `[runtime]`: the Tokio runtime the daemon runs on.
+///
+/// Why a setting: by default a node runs one worker thread per CPU, right
+/// for a node with cores of its own. Several nodes packed onto few cores
+/// (a local cluster, a test host) each keep that many workers busy waking
+/// and stealing work from one another; one worker per node cut the server
+/// CPU per control-plane write by 7–14 % with five nodes on two cores
+/// (BENCHMARKS.md, sessions 18 and 21). Blocking work never holds the
+/// worker: synced log writes run under `block_in_place`, which hands the
+/// worker's other tasks to a new thread, and attestations run on the
+/// blocking pool (`limits.attest_workers`).
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Async worker threads; 0 = Tokio's default (one per CPU, or
+    /// `TOKIO_WORKER_THREADS` when that is set).
+    pub worker_threads: usize,
+}
+
+/// Upper bound of `runtime.worker_threads`: far beyond any core count a
+/// node has, low enough that a typo cannot spawn thousands of threads.
+pub const MAX_WORKER_THREADS: usize = 256;
 
 /// `[recovery]`: the floors a forced promotion must clear (see
 /// docs/operations.md, "Disaster recovery").
@@ -288,6 +314,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.runtime.worker_threads > MAX_WORKER_THREADS {
+            return bad(format!(
+                "runtime.worker_threads is {}, more than {MAX_WORKER_THREADS}; 0 means one per CPU",
+                self.runtime.worker_threads
+            ));
+        }
         if self.node.id == 0 {
             return bad("node.id must be non-zero".into());
         }
@@ -475,6 +507,17 @@ api_addr = "b"
         assert!(err.to_string().contains("max_body_bytes"), "{err}");
         let c = Config::from_toml_with_env(BASE, env(MAX_BODY_BYTES), "t").unwrap();
         assert_eq!(c.limits.max_body_bytes, MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn worker_threads_default_to_one_per_cpu_and_are_bounded() {
+        let c = Config::from_toml_with_env(BASE, std::iter::empty(), "t").unwrap();
+        assert_eq!(c.runtime.worker_threads, 0, "0 = Tokio's default");
+        let env = |v: usize| vec![("ATTESTD_RUNTIME__WORKER_THREADS".to_string(), v.to_string())].into_iter();
+        let c = Config::from_toml_with_env(BASE, env(1), "t").unwrap();
+        assert_eq!(c.runtime.worker_threads, 1);
+        let err = Config::from_toml_with_env(BASE, env(MAX_WORKER_THREADS + 1), "t").unwrap_err();
+        assert!(err.to_string().contains("worker_threads"), "{err}");
     }
 
     #[test]

@@ -187,9 +187,14 @@ enum AdminCmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let rt = || runtime(0);
     match cli.cmd {
-        Cmd::Run { config } => rt.block_on(run(config)),
+        Cmd::Run { config } => {
+            let started = Instant::now();
+            // Loaded before the runtime starts: `[runtime]` shapes it.
+            let cfg = Config::load(&config)?;
+            runtime(cfg.runtime.worker_threads)?.block_on(run(cfg, started))
+        }
         Cmd::DevPki { out, nodes, sans, keep_existing } => {
             let nodes = if keep_existing { pki::missing(&out, &nodes) } else { nodes };
             pki::generate(&out, &nodes, &sans)?;
@@ -205,13 +210,13 @@ fn main() -> anyhow::Result<()> {
             println!("{t}");
             Ok(())
         }
-        Cmd::Attest(a) => rt.block_on(cli::attest(a)),
-        Cmd::Token { cmd } => rt.block_on(cli::token(cmd)),
-        Cmd::Provider { cmd } => rt.block_on(cli::provider(cmd)),
-        Cmd::Policy { cmd } => rt.block_on(cli::policy(cmd)),
-        Cmd::Certificate { cmd } => rt.block_on(cli::certificate(cmd)),
-        Cmd::Collateral { cmd } => rt.block_on(cli::collateral(cmd)),
-        Cmd::Admin { cmd } => rt.block_on(admin(cmd)),
+        Cmd::Attest(a) => rt()?.block_on(cli::attest(a)),
+        Cmd::Token { cmd } => rt()?.block_on(cli::token(cmd)),
+        Cmd::Provider { cmd } => rt()?.block_on(cli::provider(cmd)),
+        Cmd::Policy { cmd } => rt()?.block_on(cli::policy(cmd)),
+        Cmd::Certificate { cmd } => rt()?.block_on(cli::certificate(cmd)),
+        Cmd::Collateral { cmd } => rt()?.block_on(cli::collateral(cmd)),
+        Cmd::Admin { cmd } => rt()?.block_on(admin(cmd)),
     }
 }
 
@@ -387,14 +392,24 @@ fn init_logging(cfg: &Config) {
     }
 }
 
-async fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let cfg = Config::load(&config_path)?;
+/// A multi-threaded Tokio runtime with `workers` async workers (0 = one
+/// per CPU, see `config::RuntimeSection`).
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.enable_all().build().context("starting tokio")
+}
+
+async fn run(cfg: Config, started: Instant) -> anyhow::Result<()> {
     init_logging(&cfg);
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
         .ok();
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    metrics::gauge!("attest_node_runtime_worker_threads").set(workers as f64);
     std::fs::create_dir_all(&cfg.node.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.node.data_dir.display()))?;
 
@@ -424,6 +439,7 @@ async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         raft = %node.bound,
         applied = node.control.state.applied_index(),
         startup_ms = started.elapsed().as_millis() as u64,
+        runtime_workers = workers,
         "raft member started"
     );
     if cfg.cluster.bootstrap && node.bootstrap(cfg.members()).await.context("bootstrapping the cluster")? {

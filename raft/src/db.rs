@@ -22,6 +22,26 @@ pub enum DbError {
     Open { path: String, source: rocksdb::Error },
 }
 
+/// Runs blocking disk work (a synced write, a snapshot's encoding and
+/// flush) without keeping the runtime worker busy.
+///
+/// Why: a node may run on a single async worker (`[runtime]
+/// worker_threads = 1`), and a worker blocked in fsync would stall every
+/// task it owns, heartbeats included. After a log append there is a second
+/// reason: `append` has just woken the shipper (`Outbox::offer`), and tokio
+/// puts a task woken from a worker into that worker's LIFO slot, which
+/// other workers may not steal, so a worker blocked in fsync would hold
+/// the express shipment back until its own write is done.
+/// `block_in_place` hands the worker (LIFO slot included) to another thread
+/// and runs the work here, so the caller continues without a wake-up hop.
+/// On a current-thread runtime (unit tests) the work simply runs inline.
+pub(crate) fn off_worker<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Opens (or creates) the database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, DbError> {
     let mut opts = Options::default();

@@ -117,22 +117,6 @@ fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Erro
     StorageError::from_io_error(subject, verb, std::io::Error::other(e.to_string()))
 }
 
-/// Runs a blocking disk write without keeping the runtime worker busy.
-///
-/// Why: `append` has just woken the shipper (`Outbox::offer`), and tokio puts
-/// a task woken from a worker into that worker's LIFO slot, which other
-/// workers may not steal: a worker blocked in fsync would hold the express
-/// shipment back until its own write is done, and stall the tasks it owns.
-/// `block_in_place` hands the worker (LIFO slot included) to another thread
-/// and runs the write here, so the caller continues without a wake-up hop.
-/// On a current-thread runtime (unit tests) the write simply runs inline.
-fn off_worker<R>(write: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
-        _ => write(),
-    }
-}
-
 fn synced() -> WriteOptions {
     let mut w = WriteOptions::default();
     w.set_sync(true);
@@ -363,7 +347,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(self.cf_logs(), index_key(e.log_id.index), v);
         }
         let started = std::time::Instant::now();
-        let res = off_worker(|| self.db.write_opt(batch, &synced()).map_err(|e| e.to_string()));
+        let res = crate::db::off_worker(|| self.db.write_opt(batch, &synced()).map_err(|e| e.to_string()));
         metrics::histogram!("attest_raft_log_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("attest_raft_log_entries_appended_total").increment(n);
         match res {

@@ -248,18 +248,23 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let data =
-            serde_json::to_vec(&self.state).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("0-0-{}", self.seq),
         };
         let meta =
             SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
-        // Everything applied so far must be on disk before openraft may
-        // purge the log behind this snapshot.
-        self.db.flush_wal(true).map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
-        store_snapshot(&self.db, &meta, &data)?;
+        // The whole state's encoding and a synced flush: tens of
+        // milliseconds with many policies, kept off the runtime worker.
+        let data = crate::db::off_worker(|| {
+            let data =
+                serde_json::to_vec(&self.state).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+            // Everything applied so far must be on disk before openraft may
+            // purge the log behind this snapshot.
+            self.db.flush_wal(true).map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+            store_snapshot(&self.db, &meta, &data)?;
+            Ok::<_, StorageError>(data)
+        })?;
         metrics::counter!("attest_raft_snapshots_built_total").increment(1);
         metrics::gauge!("attest_raft_snapshot_bytes").set(data.len() as f64);
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
@@ -332,21 +337,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let new_state: ControlState = serde_json::from_slice(&data)
-            .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
-        let mut batch = WriteBatch::default();
-        // Replace the whole state column family atomically with the snapshot.
-        batch.delete_range_cf(self.cf_state(), b"".as_slice(), [0xffu8; 64].as_slice());
-        add_mutations(&mut batch, self.cf_state(), new_state.all_keys());
-        self.last_applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
-        self.write_meta(&mut batch)?;
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        self.db
-            .write_opt(batch, &w)
-            .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
-        store_snapshot(&self.db, meta, &data)?;
+        // Decoding the whole state and a synced rewrite: kept off the
+        // runtime worker like every long disk operation (`db::off_worker`).
+        let new_state = crate::db::off_worker(|| {
+            let new_state: ControlState = serde_json::from_slice(&data)
+                .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+            let mut batch = WriteBatch::default();
+            // Replace the whole state column family atomically with the snapshot.
+            batch.delete_range_cf(self.cf_state(), b"".as_slice(), [0xffu8; 64].as_slice());
+            add_mutations(&mut batch, self.cf_state(), new_state.all_keys());
+            self.last_applied = meta.last_log_id;
+            self.membership = meta.last_membership.clone();
+            self.write_meta(&mut batch)?;
+            let mut w = WriteOptions::default();
+            w.set_sync(true);
+            self.db
+                .write_opt(batch, &w)
+                .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
+            store_snapshot(&self.db, meta, &data)?;
+            Ok::<_, StorageError>(new_state)
+        })?;
         {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             *guard = new_state;
