@@ -204,8 +204,8 @@ enum BenchCmd {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
         /// Async worker threads per attestd node (`[runtime]
-        /// worker_threads`; 0 = one per CPU). Default: 1 when the five
-        /// nodes outnumber the machine's CPUs (as docs/operations.md
+        /// worker_threads`; 0 = one per CPU). Default: 1 when the nodes
+        /// (3 + 2) outnumber the machine's CPUs (as docs/operations.md
         /// advises for packed nodes), else 0.
         #[arg(long)]
         node_worker_threads: Option<usize>,
@@ -606,7 +606,10 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                 token_algs,
                 compare_no_ship,
                 http1,
-                worker_threads: node_worker_threads.unwrap_or_else(|| packed_worker_threads(5)),
+                worker_threads: node_worker_threads.unwrap_or_else(|| {
+                    let spec = ClusterSpec::local(&dir);
+                    packed_worker_threads(spec.primary_nodes + spec.secondary_nodes)
+                }),
             };
             println!(
                 "attestd nodes run {} async worker thread(s) each ([runtime] worker_threads = {})",
