@@ -54,9 +54,9 @@ pub struct Config {
 /// and stealing work from one another; one worker per node cut the server
 /// CPU per control-plane write by 7–14 % with five nodes on two cores
 /// (BENCHMARKS.md, sessions 18 and 21). Blocking work never holds the
-/// worker: synced log writes run under `block_in_place`, which hands the
-/// worker's other tasks to a new thread, and attestations run on the
-/// blocking pool (`limits.attest_workers`).
+/// worker: synced log writes and snapshot builds and installs run through
+/// `attest_raft`'s `db::off_worker` (`block_in_place`), and attestations
+/// on the blocking pool (`limits.attest_workers`).
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSection {
