@@ -19,10 +19,16 @@
 //! (`ControlPlane::wait_durable`) counts next to openraft's matched index.
 //!
 //! Nothing is reported to openraft: its commit index, leader lease and
-//! per-follower progress stay its own; the follower just finds the entries
-//! already present when openraft's stream sends them (a no-op append), and
-//! entries already acknowledged to the shipper are left out of openraft's
-//! request altogether ([`Outbox::strip_acknowledged`]).
+//! per-follower progress stay its own. Its stream to a shipping target
+//! waits for a shipment in flight that carries its entries
+//! ([`Outbox::await_shipment`]), leaves out the entries acknowledged to the
+//! shipper ([`Outbox::strip_acknowledged`]), and a request left with
+//! nothing the peer has not seen — no entry, no newer commit index — is
+//! answered `Success` without being sent ([`Outbox::delivered_already`]);
+//! heartbeats and leadership checks carry no entries and always go out.
+//! Under load that halved the secondaries' openraft traffic: without it,
+//! most entries crossed twice (openraft's stream sends as soon as the
+//! shipper does) and each entry cost one more AppendEntries per secondary.
 //! Raft tolerates duplicated and reordered AppendEntries: a follower
 //! truncates only entries that conflict with the leader's, and a request
 //! that arrives ahead of its predecessor is refused as a conflict, which
@@ -68,6 +74,12 @@ pub struct Acks {
     /// Peer → highest index it acknowledged (it holds the leader's log up
     /// to there, on disk).
     pub matched: BTreeMap<NodeId, u64>,
+    /// Peer → highest index of the shipments still unanswered (absent when
+    /// none is). Changing it alone wakes no watcher: only the answers do.
+    pub in_flight: BTreeMap<NodeId, u64>,
+    /// Peer → highest commit index an acknowledged shipment carried: the
+    /// peer has seen the leader's commit up to there.
+    pub commit_seen: BTreeMap<NodeId, u64>,
 }
 
 /// New entries of this node's own leadership, kept for shipping, and what
@@ -165,8 +177,7 @@ impl Outbox {
         self.leading.store(leader.is_some(), Ordering::Release);
         drop(k);
         self.acks.send_modify(|a| {
-            a.leader = leader;
-            a.matched.clear();
+            *a = Acks { leader, ..Acks::default() };
         });
     }
 
@@ -192,19 +203,100 @@ impl Outbox {
         }
     }
 
+    #[cfg(test)]
     fn record_ack(&self, leader: Leader, peer: NodeId, index: u64) {
+        self.shipment_answered(leader, peer, Some(index), None, None);
+    }
+
+    /// A shipment to `peer` left: `through` is the highest index now in
+    /// flight to it. Wakes nobody (waiters wait for answers).
+    fn shipment_sent(&self, leader: Leader, peer: NodeId, through: u64) {
+        self.acks.send_if_modified(|a| {
+            if a.leader == Some(leader) {
+                let f = a.in_flight.entry(peer).or_insert(0);
+                *f = (*f).max(through);
+            }
+            false
+        });
+    }
+
+    /// A shipment to `peer` was answered: what it acknowledged (if it
+    /// succeeded), the commit index it carried, and what is still in
+    /// flight to the peer (`None`: nothing). Wakes the watchers when
+    /// anything changed.
+    fn shipment_answered(
+        &self,
+        leader: Leader,
+        peer: NodeId,
+        acked: Option<u64>,
+        commit: Option<u64>,
+        in_flight: Option<u64>,
+    ) {
         self.acks.send_if_modified(|a| {
             if a.leader != Some(leader) {
                 return false;
             }
-            let m = a.matched.entry(peer).or_insert(0);
-            if index > *m {
-                *m = index;
-                true
-            } else {
-                false
+            let before =
+                (a.matched.get(&peer).copied(), a.commit_seen.get(&peer).copied(), a.in_flight.get(&peer).copied());
+            if let Some(index) = acked {
+                let m = a.matched.entry(peer).or_insert(0);
+                *m = (*m).max(index);
+                if let Some(c) = commit {
+                    let seen = a.commit_seen.entry(peer).or_insert(0);
+                    *seen = (*seen).max(c);
+                }
             }
+            match in_flight {
+                Some(i) => a.in_flight.insert(peer, i),
+                None => a.in_flight.remove(&peer),
+            };
+            before
+                != (a.matched.get(&peer).copied(), a.commit_seen.get(&peer).copied(), a.in_flight.get(&peer).copied())
         });
+    }
+
+    /// Waits, at most `max`, while a shipment to `peer` that carries the
+    /// first entry of `rpc` is unanswered under the same leader: openraft's
+    /// stream then sends only what the shipment did not deliver
+    /// ([`Self::strip_acknowledged`]) instead of every entry a second time.
+    pub(crate) async fn await_shipment(&self, peer: NodeId, rpc: &AppendEntriesRequest<TypeConfig>, max: Duration) {
+        let Some(first) = rpc.entries.first().map(|e| e.log_id.index) else { return };
+        if !rpc.vote.is_committed() {
+            return;
+        }
+        let leader = *rpc.vote.leader_id();
+        let deadline = Instant::now() + max;
+        let mut rx = self.acks.subscribe();
+        loop {
+            let waiting = {
+                let a = rx.borrow_and_update();
+                a.leader == Some(leader)
+                    && a.in_flight.get(&peer).is_some_and(|f| *f >= first)
+                    && a.matched.get(&peer).is_none_or(|m| *m < first)
+            };
+            if !waiting || !matches!(tokio::time::timeout_at(deadline, rx.changed()).await, Ok(Ok(()))) {
+                return;
+            }
+        }
+    }
+
+    /// True when `stripped` (the result of [`Self::strip_acknowledged`] on
+    /// a request that carried entries) may be answered `Success` without
+    /// sending it: every entry was acknowledged to the shipper under the
+    /// request's leader, and an acknowledged shipment already carried the
+    /// request's commit index. The answer is what the peer would give (it
+    /// holds the leader's log through the request's end, on disk), and the
+    /// peer loses nothing it would have learnt from it. Heartbeats and
+    /// openraft's leadership checks carry no entries and always go out.
+    pub(crate) fn delivered_already(&self, peer: NodeId, stripped: &AppendEntriesRequest<TypeConfig>) -> bool {
+        if !stripped.entries.is_empty() || !stripped.vote.is_committed() {
+            return false;
+        }
+        let Some(end) = stripped.prev_log_id else { return false };
+        let a = self.acks.borrow();
+        a.leader.as_ref() == Some(stripped.vote.leader_id())
+            && a.matched.get(&peer).is_some_and(|m| *m >= end.index)
+            && stripped.leader_commit.is_none_or(|c| a.commit_seen.get(&peer).is_some_and(|s| *s >= c.index))
     }
 
     /// Watches the acknowledgements (the sync wait wakes on them).
@@ -264,7 +356,8 @@ struct Peer {
     retry_at: Option<Instant>,
 }
 
-type Done = (NodeId, Leader, LogId, Result<AppendEntriesResponse<NodeId>, String>);
+/// A shipment's answer: peer, leader, last entry sent, commit index sent.
+type Done = (NodeId, Leader, LogId, Option<u64>, Result<AppendEntriesResponse<NodeId>, String>);
 
 /// The leader's shipping task (see the module docs).
 pub struct Shipper {
@@ -344,11 +437,12 @@ impl Shipper {
                 metrics::counter!("attest_raft_ship_entries_total").increment(last.index - base.index);
                 p.sent = Some(last);
                 p.in_flight += 1;
+                outbox.shipment_sent(plan.leader, *id, last.index);
                 let client = p.client.clone();
-                let (peer, lead) = (*id, plan.leader);
+                let (peer, lead, commit) = (*id, plan.leader, plan.applied.map(|c| c.index));
                 inflight.spawn(async move {
                     let r = client.call::<_, _, openraft::error::Infallible>("ship", &req, rpc_timeout).await;
-                    (peer, lead, last, r.map_err(|e| e.to_string()))
+                    (peer, lead, last, commit, r.map_err(|e| e.to_string()))
                 });
             }
             if let Some(low) = lowest_ack.filter(|l| *l > 0) {
@@ -411,7 +505,7 @@ impl Shipper {
         done: Done,
         tick: Duration,
     ) {
-        let (peer, lead, last, result) = done;
+        let (peer, lead, last, commit, result) = done;
         if leader != Some(lead) {
             return;
         }
@@ -433,10 +527,7 @@ impl Shipper {
         };
         metrics::counter!("attest_raft_ship_rpcs_total", "peer" => peer_label, "result" => label).increment(1);
         match acked {
-            Some(a) if index_of(Some(a)) >= index_of(p.acked) => {
-                p.acked = Some(a);
-                outbox.record_ack(lead, peer, a.index);
-            }
+            Some(a) if index_of(Some(a)) >= index_of(p.acked) => p.acked = Some(a),
             Some(_) => {}
             // Resend from what the peer acknowledged.
             None => p.sent = p.acked,
@@ -444,6 +535,13 @@ impl Shipper {
         if p.sent.is_some_and(|s| s.index < index_of(p.acked)) {
             p.sent = p.acked;
         }
+        // Still in flight: what was sent beyond the acknowledgement, unless
+        // a failure sent the peer back to it.
+        let in_flight = (p.in_flight > 0 && index_of(p.sent) > index_of(p.acked)).then(|| index_of(p.sent));
+        // A partial success acknowledged less than the request carried, and
+        // so perhaps not its commit index either.
+        let commit = commit.filter(|_| label == "ok");
+        outbox.shipment_answered(lead, peer, acked.map(|a| a.index), commit, in_flight);
     }
 }
 
@@ -573,6 +671,90 @@ mod tests {
         let mut uncommitted = append(3, 1, 9, 10..=12);
         uncommitted.vote = crate::types::Vote::new(3, 1);
         assert_eq!(shape(&o.strip_acknowledged(4, uncommitted)), (Some(9), vec![10, 11, 12]));
+    }
+
+    #[test]
+    fn a_request_the_shipper_fully_delivered_is_answered_without_sending() {
+        let o = Outbox::default();
+        let l = LeaderId::new(3, 1);
+        o.set_leader(Some(l));
+        let with_commit = |prev, entries, commit: Option<u64>| {
+            let mut r = append(3, 1, prev, entries);
+            r.leader_commit = commit.map(|c| LogId::new(l, c));
+            r
+        };
+        o.shipment_sent(l, 4, 12);
+        o.shipment_answered(l, 4, Some(12), Some(9), None);
+        let stripped = |r| o.strip_acknowledged(4, r);
+        // Every entry delivered, and the commit index it carries seen.
+        assert!(o.delivered_already(4, &stripped(with_commit(9, 10..=12, Some(9)))));
+        assert!(o.delivered_already(4, &stripped(with_commit(9, 10..=12, None))));
+        // A newer commit index must still reach the peer.
+        assert!(!o.delivered_already(4, &stripped(with_commit(9, 10..=12, Some(10)))));
+        // An entry left to send, another peer, another leader: sent.
+        assert!(!o.delivered_already(4, &stripped(with_commit(9, 10..=13, Some(9)))));
+        assert!(!o.delivered_already(5, &o.strip_acknowledged(5, with_commit(9, 10..=12, Some(9)))));
+        let mut other = with_commit(9, 10..=12, None);
+        other.vote = crate::types::Vote::new_committed(4, 2);
+        assert!(!o.delivered_already(4, &o.strip_acknowledged(4, other)));
+        // A partial success acknowledges no commit index.
+        o.shipment_answered(l, 5, Some(12), None, None);
+        assert!(o.delivered_already(5, &o.strip_acknowledged(5, with_commit(9, 10..=12, None))));
+        assert!(!o.delivered_already(5, &o.strip_acknowledged(5, with_commit(9, 10..=12, Some(1)))));
+    }
+
+    #[tokio::test]
+    async fn openraft_waits_for_a_shipment_in_flight_instead_of_sending_its_entries_twice() {
+        // Waits that must end on an event get an hour as their own bound,
+        // and the test a minute: ending at the bound would fail the test.
+        const HOUR: Duration = Duration::from_secs(3600);
+        async fn within(o: &Outbox, rpc: AppendEntriesRequest<TypeConfig>, max: Duration) -> bool {
+            tokio::time::timeout(Duration::from_secs(60), o.await_shipment(4, &rpc, max)).await.is_ok()
+        }
+        let o = Arc::new(Outbox::default());
+        let l = LeaderId::new(3, 1);
+        o.set_leader(Some(l));
+        assert!(within(&o, append(3, 1, 9, 10..=12), HOUR).await, "nothing in flight: no wait");
+        // A shipment through 12 in flight: the wait ends with its answer.
+        o.shipment_sent(l, 4, 12);
+        let answer = {
+            let o = o.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                o.shipment_answered(l, 4, Some(12), Some(9), None);
+            })
+        };
+        assert!(within(&o, append(3, 1, 9, 10..=12), HOUR).await, "ends with the answer");
+        assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 9, 10..=12))), (Some(12), vec![]));
+        answer.await.unwrap();
+        // A failed shipment ends the wait with nothing acknowledged.
+        o.shipment_sent(l, 4, 15);
+        let fail = {
+            let o = o.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                o.shipment_answered(l, 4, None, None, None);
+            })
+        };
+        assert!(within(&o, append(3, 1, 12, 13..=15), HOUR).await, "ends with the failure");
+        assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 12, 13..=15))), (Some(12), vec![13, 14, 15]));
+        fail.await.unwrap();
+        // Another peer's shipment, or a leader change, ends or skips the wait.
+        o.shipment_sent(l, 5, 20);
+        assert!(within(&o, append(3, 1, 15, 16..=20), HOUR).await, "peer 4 has nothing in flight");
+        o.shipment_sent(l, 4, 20);
+        let change = {
+            let o = o.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                o.set_leader(Some(LeaderId::new(4, 1)));
+            })
+        };
+        assert!(within(&o, append(3, 1, 15, 16..=20), HOUR).await, "ends with the leadership");
+        change.await.unwrap();
+        // An unanswered shipment is waited for no longer than the bound.
+        o.shipment_sent(LeaderId::new(4, 1), 4, 20);
+        assert!(within(&o, append(4, 1, 15, 16..=20), Duration::from_millis(10)).await, "the bound ends the wait");
     }
 
     #[test]
