@@ -506,6 +506,9 @@ impl Shipper {
         tick: Duration,
     ) {
         let (peer, lead, last, commit, result) = done;
+        // Only a whole success shows the commit index was taken in; a
+        // partial one acknowledged less than the request carried.
+        let commit = commit.filter(|_| matches!(result, Ok(AppendEntriesResponse::Success)));
         if leader != Some(lead) {
             return;
         }
@@ -538,9 +541,6 @@ impl Shipper {
         // Still in flight: what was sent beyond the acknowledgement, unless
         // a failure sent the peer back to it.
         let in_flight = (p.in_flight > 0 && index_of(p.sent) > index_of(p.acked)).then(|| index_of(p.sent));
-        // A partial success acknowledged less than the request carried, and
-        // so perhaps not its commit index either.
-        let commit = commit.filter(|_| label == "ok");
         outbox.shipment_answered(lead, peer, acked.map(|a| a.index), commit, in_flight);
     }
 }
