@@ -236,8 +236,10 @@ impl Outbox {
             if a.leader != Some(leader) {
                 return false;
             }
-            let before =
-                (a.matched.get(&peer).copied(), a.commit_seen.get(&peer).copied(), a.in_flight.get(&peer).copied());
+            let of_peer = |a: &Acks| {
+                (a.matched.get(&peer).copied(), a.commit_seen.get(&peer).copied(), a.in_flight.get(&peer).copied())
+            };
+            let before = of_peer(a);
             if let Some(index) = acked {
                 let m = a.matched.entry(peer).or_insert(0);
                 *m = (*m).max(index);
@@ -250,8 +252,7 @@ impl Outbox {
                 Some(i) => a.in_flight.insert(peer, i),
                 None => a.in_flight.remove(&peer),
             };
-            before
-                != (a.matched.get(&peer).copied(), a.commit_seen.get(&peer).copied(), a.in_flight.get(&peer).copied())
+            before != of_peer(a)
         });
     }
 
@@ -711,31 +712,27 @@ mod tests {
         async fn within(o: &Outbox, rpc: AppendEntriesRequest<TypeConfig>, max: Duration) -> bool {
             tokio::time::timeout(Duration::from_secs(60), o.await_shipment(4, &rpc, max)).await.is_ok()
         }
+        // Runs `event` on the outbox shortly after, while the test waits.
+        fn soon(o: &Arc<Outbox>, event: impl FnOnce(&Outbox) + Send + 'static) -> tokio::task::JoinHandle<()> {
+            let o = o.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                event(&o);
+            })
+        }
         let o = Arc::new(Outbox::default());
         let l = LeaderId::new(3, 1);
         o.set_leader(Some(l));
         assert!(within(&o, append(3, 1, 9, 10..=12), HOUR).await, "nothing in flight: no wait");
         // A shipment through 12 in flight: the wait ends with its answer.
         o.shipment_sent(l, 4, 12);
-        let answer = {
-            let o = o.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                o.shipment_answered(l, 4, Some(12), Some(9), None);
-            })
-        };
+        let answer = soon(&o, move |o| o.shipment_answered(l, 4, Some(12), Some(9), None));
         assert!(within(&o, append(3, 1, 9, 10..=12), HOUR).await, "ends with the answer");
         assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 9, 10..=12))), (Some(12), vec![]));
         answer.await.unwrap();
         // A failed shipment ends the wait with nothing acknowledged.
         o.shipment_sent(l, 4, 15);
-        let fail = {
-            let o = o.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                o.shipment_answered(l, 4, None, None, None);
-            })
-        };
+        let fail = soon(&o, move |o| o.shipment_answered(l, 4, None, None, None));
         assert!(within(&o, append(3, 1, 12, 13..=15), HOUR).await, "ends with the failure");
         assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 12, 13..=15))), (Some(12), vec![13, 14, 15]));
         fail.await.unwrap();
@@ -743,13 +740,7 @@ mod tests {
         o.shipment_sent(l, 5, 20);
         assert!(within(&o, append(3, 1, 15, 16..=20), HOUR).await, "peer 4 has nothing in flight");
         o.shipment_sent(l, 4, 20);
-        let change = {
-            let o = o.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                o.set_leader(Some(LeaderId::new(4, 1)));
-            })
-        };
+        let change = soon(&o, move |o| o.set_leader(Some(LeaderId::new(4, 1))));
         assert!(within(&o, append(3, 1, 15, 16..=20), HOUR).await, "ends with the leadership");
         change.await.unwrap();
         // An unanswered shipment is waited for no longer than the bound.
