@@ -232,7 +232,7 @@ pub async fn emulated_rtt(
     one_way_ms: u64,
     bytes: usize,
     samples: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<EmulatedRtt> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let echo_addr = listener.local_addr()?;
@@ -271,10 +271,51 @@ pub async fn emulated_rtt(
     };
     let direct = probe(echo_addr).await;
     let through = probe(link.local_addr()).await;
+    let late_us = ReleaseLateness::of(&[link.info()]).mean_us();
     // The probe is not part of the cluster's WAN: leave no link behind.
     controller.remove_link(link.name());
     echo.abort();
-    Ok((direct?, through?))
+    Ok(EmulatedRtt { direct_ms: direct?, through_ms: through?, late_us })
+}
+
+/// What [`emulated_rtt`] measured: p50 round trips straight and through
+/// the emulator, and how late the emulator released the probe's chunks on
+/// average (µs beyond their due time).
+pub struct EmulatedRtt {
+    pub direct_ms: f64,
+    pub through_ms: f64,
+    pub late_us: Option<f64>,
+}
+
+/// Chunks released by a set of WAN links and their summed lateness (see
+/// `LinkStats::release_late_us`); the difference of two readings covers
+/// what the links carried in between.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ReleaseLateness {
+    pub chunks: u64,
+    pub late_us: u64,
+}
+
+impl ReleaseLateness {
+    pub fn of(links: &[crate::wan::LinkInfo]) -> Self {
+        links.iter().fold(Self::default(), |a, l| Self {
+            chunks: a.chunks + l.stats.chunks_released,
+            late_us: a.late_us + l.stats.release_late_us,
+        })
+    }
+
+    /// What was released after `earlier` (a reading of the same links).
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            chunks: self.chunks.saturating_sub(earlier.chunks),
+            late_us: self.late_us.saturating_sub(earlier.late_us),
+        }
+    }
+
+    /// Mean lateness per chunk, if any chunk was released.
+    pub fn mean_us(self) -> Option<f64> {
+        (self.chunks > 0).then(|| self.late_us as f64 / self.chunks as f64)
+    }
 }
 
 /// Policy writes to attestd: one provider, one policy per client (distinct
@@ -557,6 +598,24 @@ pub fn disk_markdown(bytes: usize, rows: &[DiskRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn release_lateness_is_a_mean_over_the_chunks_in_between() {
+        let link = |chunks, late_us| crate::wan::LinkInfo {
+            name: "l".into(),
+            listen: "127.0.0.1:1".parse().expect("address"),
+            upstream: "127.0.0.1:2".into(),
+            a_region: None,
+            b_region: None,
+            conditions: crate::wan::LinkConditions::default(),
+            stats: crate::wan::LinkStats { chunks_released: chunks, release_late_us: late_us, ..Default::default() },
+        };
+        let before = ReleaseLateness::of(&[link(10, 1000), link(5, 500)]);
+        assert_eq!(before, ReleaseLateness { chunks: 15, late_us: 1500 });
+        let after = ReleaseLateness::of(&[link(14, 1400), link(9, 1300)]);
+        assert_eq!(after.since(before).mean_us(), Some(150.0));
+        assert_eq!(before.since(before).mean_us(), None, "nothing released in between");
+    }
 
     #[test]
     fn cpu_shares_come_from_tick_differences() {

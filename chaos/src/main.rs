@@ -836,8 +836,9 @@ impl ControlPlaneRun {
 
     /// attestd in `sync` mode at every WAN setting, one fresh cluster each.
     async fn attestd_rows(&self, dir: &Path, tag: &str) -> anyhow::Result<()> {
-        use attest_chaos::bench::{attestd_policy_writes, run_load};
+        use attest_chaos::bench::{attestd_policy_writes, run_load, ReleaseLateness};
         let ship_settings: &[bool] = if self.compare_no_ship { &[true, false] } else { &[true] };
+        let mut late_notes = Vec::new();
         for rtt in &self.wan_rtt_ms {
             for &ship in ship_settings {
                 let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}-ship{ship}")));
@@ -857,10 +858,13 @@ impl ControlPlaneRun {
                 let cluster = Cluster::launch(spec, Duration::from_secs(120)).await?;
                 let urls: Vec<String> = cluster.primary_ids().iter().map(|id| cluster.url(*id)).collect();
                 if let Some(wan) = &cluster.wan {
-                    let (direct, through) = attest_chaos::bench::emulated_rtt(wan, rtt / 2, 3 * 1024, 100).await?;
+                    let e = attest_chaos::bench::emulated_rtt(wan, rtt / 2, 3 * 1024, 100).await?;
                     println!(
-                        "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {through:.2} ms through the emulator, {direct:.2} ms direct)",
-                        through - direct
+                        "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {:.2} ms through the emulator, {:.2} ms direct; chunks released {} late on average)",
+                        e.through_ms - e.direct_ms,
+                        e.through_ms,
+                        e.direct_ms,
+                        late_text(e.late_us)
                     );
                 }
                 let load_http = cluster.load_client(self.http1)?;
@@ -881,12 +885,31 @@ impl ControlPlaneRun {
                             "attestd sync {alg}{}, WAN RTT {rtt} ms{tag}",
                             if ship { "" } else { ", no express shipping" }
                         );
+                        let wan_before = cluster.wan.as_ref().map(|w| ReleaseLateness::of(&w.links()));
                         let r = run_load(&label, &self.spec_for(*c, cluster.pids()), op).await;
                         println!("{}", r.row());
+                        if let (Some(w), Some(before)) = (&cluster.wan, wan_before) {
+                            let during = ReleaseLateness::of(&w.links()).since(before);
+                            late_notes.push(format!(
+                                "{}: the emulator released {} chunks {} late on average (warm-up included)",
+                                r.target,
+                                during.chunks,
+                                late_text(during.mean_us())
+                            ));
+                        }
                     }
+                }
+                // After the table, which a line in between would cut.
+                for note in late_notes.drain(..) {
+                    println!("{note}");
                 }
             }
         }
         Ok(())
     }
+}
+
+/// A mean release lateness for the bench's report.
+fn late_text(us: Option<f64>) -> String {
+    us.map_or_else(|| "(none released)".to_string(), |us| format!("{us:.0} µs"))
 }

@@ -437,6 +437,15 @@ pub struct LinkStats {
     pub bytes_b_to_a: u64,
     /// Bytes discarded by `drop` cuts.
     pub bytes_dropped: u64,
+    /// Data chunks released (both directions).
+    #[serde(default)]
+    pub chunks_released: u64,
+    /// Microseconds the released chunks left after their due time, summed:
+    /// the emulator's own delay on top of the shape (wake-ups of the timer
+    /// thread and of the writing task). A benchmark charges it to the
+    /// system under test, so it reports it.
+    #[serde(default)]
+    pub release_late_us: u64,
 }
 
 /// Snapshot of a link for the control API.
@@ -466,6 +475,8 @@ struct Counters {
     bytes_a_to_b: AtomicU64,
     bytes_b_to_a: AtomicU64,
     bytes_dropped: AtomicU64,
+    chunks_released: AtomicU64,
+    release_late_us: AtomicU64,
 }
 
 struct LinkShared {
@@ -541,6 +552,8 @@ impl LinkHandle {
             bytes_a_to_b: c.bytes_a_to_b.load(Ordering::Relaxed),
             bytes_b_to_a: c.bytes_b_to_a.load(Ordering::Relaxed),
             bytes_dropped: c.bytes_dropped.load(Ordering::Relaxed),
+            chunks_released: c.chunks_released.load(Ordering::Relaxed),
+            release_late_us: c.release_late_us.load(Ordering::Relaxed),
         }
     }
 
@@ -865,6 +878,8 @@ async fn direction(
                 Chunk::Data(at, _) | Chunk::Eof(at) => *at,
             };
             precise::sleep_until(at).await;
+            // Before the cut gate: a blackhole's hold is not the emulator's lateness.
+            let late = Instant::now().saturating_duration_since(at);
             // The cut gate, checked at release time: what is still "on the
             // wire" when the cut starts is affected too.
             loop {
@@ -893,6 +908,9 @@ async fn direction(
                     // Counted on release, before the write, so a peer that
                     // has seen the bytes always sees them counted.
                     delivered.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    shared.counters.chunks_released.fetch_add(1, Ordering::Relaxed);
+                    let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+                    shared.counters.release_late_us.fetch_add(late_us, Ordering::Relaxed);
                     if dst.write_all(&bytes).await.is_err() {
                         return Err(End::Reset);
                     }

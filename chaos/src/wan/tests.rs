@@ -173,6 +173,7 @@ async fn latency_and_jitter_preserve_bytes_and_order() {
     let stats = l.stats();
     assert_eq!(stats.bytes_a_to_b, expected.len() as u64 + 4);
     assert_eq!(stats.connections_total, 1);
+    assert!(stats.chunks_released >= 1, "released chunks are counted: {stats:?}");
 }
 
 #[tokio::test]

@@ -122,9 +122,9 @@ pub async fn authorize(app: &AppState, headers: &HeaderMap, role: Role) -> ApiRe
 
 /// Writes `cmd` and signs the policy result token meanwhile: the token does
 /// not depend on the write's outcome, and signing it (RSA: ~0.8 ms) after a
-/// sync write had returned added to every policy write's latency. The write
-/// is proposed first (`join!` polls in order); the token is returned only
-/// with an acknowledged write, the write's error first.
+/// sync write had returned added to every policy write's latency. The
+/// token is returned only with an acknowledged write, the write's error
+/// first.
 async fn write_and_sign(
     app: &AppState,
     headers: &HeaderMap,
