@@ -271,7 +271,7 @@ pub async fn emulated_rtt(
     };
     let direct = probe(echo_addr).await;
     let through = probe(link.local_addr()).await;
-    let late_us = ReleaseLateness::of(&[link.info()]).mean_us();
+    let late_us = ReleaseLateness::of([&link.stats()]).mean_us();
     // The probe is not part of the cluster's WAN: leave no link behind.
     controller.remove_link(link.name());
     echo.abort();
@@ -288,8 +288,8 @@ pub struct EmulatedRtt {
 }
 
 /// Chunks released by a set of WAN links and their summed lateness (see
-/// `LinkStats::release_late_us`); the difference of two readings covers
-/// what the links carried in between.
+/// `LinkStats::release_late_us`), from the links' counters; the
+/// difference of two readings covers what the links carried in between.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ReleaseLateness {
     pub chunks: u64,
@@ -297,10 +297,10 @@ pub struct ReleaseLateness {
 }
 
 impl ReleaseLateness {
-    pub fn of(links: &[crate::wan::LinkInfo]) -> Self {
-        links.iter().fold(Self::default(), |a, l| Self {
-            chunks: a.chunks + l.stats.chunks_released,
-            late_us: a.late_us + l.stats.release_late_us,
+    pub fn of<'a>(links: impl IntoIterator<Item = &'a crate::wan::LinkStats>) -> Self {
+        links.into_iter().fold(Self::default(), |a, s| Self {
+            chunks: a.chunks + s.chunks_released,
+            late_us: a.late_us + s.release_late_us,
         })
     }
 
@@ -601,14 +601,10 @@ mod tests {
 
     #[test]
     fn release_lateness_is_a_mean_over_the_chunks_in_between() {
-        let link = |chunks, late_us| crate::wan::LinkInfo {
-            name: "l".into(),
-            listen: "127.0.0.1:1".parse().expect("address"),
-            upstream: "127.0.0.1:2".into(),
-            a_region: None,
-            b_region: None,
-            conditions: crate::wan::LinkConditions::default(),
-            stats: crate::wan::LinkStats { chunks_released: chunks, release_late_us: late_us, ..Default::default() },
+        let link = |chunks, late_us| crate::wan::LinkStats {
+            chunks_released: chunks,
+            release_late_us: late_us,
+            ..Default::default()
         };
         let before = ReleaseLateness::of(&[link(10, 1000), link(5, 500)]);
         assert_eq!(before, ReleaseLateness { chunks: 15, late_us: 1500 });

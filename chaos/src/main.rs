@@ -838,9 +838,11 @@ impl ControlPlaneRun {
     async fn attestd_rows(&self, dir: &Path, tag: &str) -> anyhow::Result<()> {
         use attest_chaos::bench::{attestd_policy_writes, run_load, ReleaseLateness};
         let ship_settings: &[bool] = if self.compare_no_ship { &[true, false] } else { &[true] };
-        let mut late_notes = Vec::new();
         for rtt in &self.wan_rtt_ms {
             for &ship in ship_settings {
+                let mut late_notes = Vec::new();
+                let lateness =
+                    |w: &attest_chaos::wan::WanController| ReleaseLateness::of(w.links().iter().map(|l| &l.stats));
                 let mut spec = ClusterSpec::local(dir.join(format!("attestd-rtt{rtt}-ship{ship}")));
                 // At 0 ms the regions talk directly: the emulator itself is
                 // then not part of what is measured.
@@ -885,11 +887,11 @@ impl ControlPlaneRun {
                             "attestd sync {alg}{}, WAN RTT {rtt} ms{tag}",
                             if ship { "" } else { ", no express shipping" }
                         );
-                        let wan_before = cluster.wan.as_ref().map(|w| ReleaseLateness::of(&w.links()));
+                        let wan_before = cluster.wan.as_ref().map(lateness);
                         let r = run_load(&label, &self.spec_for(*c, cluster.pids()), op).await;
                         println!("{}", r.row());
                         if let (Some(w), Some(before)) = (&cluster.wan, wan_before) {
-                            let during = ReleaseLateness::of(&w.links()).since(before);
+                            let during = lateness(w).since(before);
                             late_notes.push(format!(
                                 "{}: the emulator released {} chunks {} late on average (warm-up included)",
                                 r.target,
@@ -900,7 +902,7 @@ impl ControlPlaneRun {
                     }
                 }
                 // After the table, which a line in between would cut.
-                for note in late_notes.drain(..) {
+                for note in late_notes {
                     println!("{note}");
                 }
             }
