@@ -63,6 +63,12 @@ pub struct Timing {
     /// round trip instead of two (see `shipper`). Off: only openraft's own
     /// replication counts.
     pub ship_to_secondary: bool,
+    /// The leader also sends new entries straight to its other followers
+    /// (the primary region's), in every mode, before its own synced
+    /// append: their fsyncs then run beside the leader's instead of after
+    /// it (openraft 0.9 replicates only once the leader's append is
+    /// flushed; see `shipper`). Off: openraft's stream only.
+    pub ship_to_primary: bool,
     /// TEST ONLY, breaks RPO = 0 on purpose: acknowledge `sync`-mode writes
     /// once committed, without waiting for a secondary-region node. It
     /// exists so the chaos harness can show that its RPO check catches a
@@ -86,6 +92,7 @@ impl Default for Timing {
             install_snapshot_timeout_ms: 10_000,
             leader_return_ms: 3_000,
             ship_to_secondary: true,
+            ship_to_primary: true,
             unsafe_ack_before_secondary: false,
         }
     }

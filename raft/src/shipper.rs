@@ -1,24 +1,33 @@
-//! Express shipping of new log entries to the secondary region.
+//! Express shipping of new log entries to the leader's followers.
 //!
-//! Why: in `sync` mode a write is acknowledged once a secondary-region node
-//! has it on disk. openraft 0.9 keeps one AppendEntries in flight per
-//! follower, and after every commit it sends each follower a commit-only
-//! AppendEntries; across a WAN that message occupies the secondary's stream
-//! for a full round trip, so the next write leaves only when it returns: two
-//! round trips per closed-loop sync write (see BENCHMARKS.md).
+//! Why, towards the secondary region: in `sync` mode a write is
+//! acknowledged once a secondary-region node has it on disk. openraft 0.9
+//! keeps one AppendEntries in flight per follower, and after every commit
+//! it sends each follower a commit-only AppendEntries; across a WAN that
+//! message occupies the secondary's stream for a full round trip, so the
+//! next write leaves only when it returns: two round trips per closed-loop
+//! sync write (see BENCHMARKS.md).
 //!
-//! The shipper is a second, pipelined sender, run only by the leader and
-//! only towards secondary-region members while the mode is `sync`. The log
-//! store hands it the leader's new entries *before* its own synced write
-//! (Raft allows a leader to replicate in parallel with its local append,
-//! Ongaro §10.2.1); it sends them at once as an ordinary AppendEntries under
-//! the leader's committed vote, with up to [`MAX_IN_FLIGHT`] requests per
-//! peer outstanding. The follower treats it like any AppendEntries (vote
-//! check, log-consistency check, synced append before it answers), so a
-//! success is a real "on disk there" acknowledgement, which the sync wait
-//! (`ControlPlane::wait_durable`) counts next to openraft's matched index.
+//! Why, towards the primary region's followers: openraft 0.9
+//! (`RaftCore::append_to_log`) runs the replication commands for new
+//! entries only once the leader's own synced append is flushed, so a
+//! commit waits for two fsyncs in a row, the leader's and then a
+//! follower's. Shipped, the followers' fsyncs run beside the leader's.
 //!
-//! Nothing is reported to openraft: its commit index, leader lease and
+//! The shipper is a second, pipelined sender, run only by the leader:
+//! towards secondary-region members while the mode is `sync`
+//! (`ship_to_secondary`), towards every other member always
+//! (`ship_to_primary`). The log store hands it the leader's new entries
+//! *before* its own synced write (Raft allows a leader to replicate in
+//! parallel with its local append, Ongaro §10.2.1); it sends them at once
+//! as an ordinary AppendEntries under the leader's committed vote, with up
+//! to [`MAX_IN_FLIGHT`] requests per peer outstanding. The follower treats
+//! it like any AppendEntries (vote check, log-consistency check, synced
+//! append before it answers), so a success is a real "on disk there"
+//! acknowledgement, which the sync wait (`ControlPlane::wait_durable`)
+//! counts next to openraft's matched index for the secondary's members.
+//!
+//! Nothing is reported to openraft directly: its commit index and
 //! per-follower progress stay its own. Its stream to a shipping target
 //! waits for a shipment in flight that carries its entries
 //! ([`Outbox::await_shipment`]), leaves out the entries acknowledged to the
@@ -26,7 +35,10 @@
 //! nothing the peer has not seen — no entry, no newer commit index — is
 //! answered `Success` without being sent ([`Outbox::delivered_already`]);
 //! heartbeats and leadership checks carry no entries and always go out.
-//! Under load that halved the secondaries' openraft traffic: without it,
+//! That local answer is the one the follower would give (it holds the
+//! leader's log through the request's end, on disk), and for a primary
+//! follower it is what lets openraft count the follower towards a commit
+//! as soon as the leader's own append is flushed. Under load that halved the secondaries' openraft traffic: without it,
 //! most entries crossed twice (openraft's stream sends as soon as the
 //! shipper does) and each entry cost one more AppendEntries per secondary.
 //! Raft tolerates duplicated and reordered AppendEntries: a follower
@@ -49,11 +61,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::command::ReplicationMode;
-use crate::control::{secondary_members, ControlPlane};
+use crate::control::ControlPlane;
 use crate::network::{entries_within, entry_len, NetworkFactory, PeerClient, MAX_APPEND_BYTES};
 use crate::types::{Entry, LogId, NodeId, NodeInfo, TypeConfig};
 
-/// Requests outstanding per secondary peer.
+/// Requests outstanding per peer.
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Entries per request (which also keeps to `network::MAX_APPEND_BYTES`).
 const MAX_BATCH: usize = 256;
@@ -66,7 +78,7 @@ const MAX_KEPT_BYTES: usize = 32 << 20;
 
 type Leader = LeaderId<NodeId>;
 
-/// The secondary peers' acknowledgements under the current leader.
+/// The peers' acknowledgements to the shipper under the current leader.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Acks {
     /// The leader (term, node) the acknowledgements belong to.
@@ -83,7 +95,7 @@ pub struct Acks {
 }
 
 /// New entries of this node's own leadership, kept for shipping, and what
-/// the secondary peers acknowledged. Shared by the log store (which offers
+/// the peers acknowledged. Shared by the log store (which offers
 /// entries), the shipper task and the sync wait.
 pub struct Outbox {
     kept: Mutex<Kept>,
@@ -319,7 +331,7 @@ impl Outbox {
     /// disk), and openraft reads the answer against the request it built, so
     /// a success still moves the peer's matched index to the request's end.
     /// Why: without it a shipped entry crosses the network, is decoded and is
-    /// looked up a second time by every secondary-region node.
+    /// looked up a second time by every node it was shipped to.
     pub(crate) fn strip_acknowledged(
         &self,
         peer: NodeId,
@@ -401,10 +413,18 @@ impl Shipper {
                 outbox.set_leader(leader);
                 peers.clear();
             }
-            peers.retain(|id, _| plan.members.iter().any(|(m, _, _)| m == id));
+            peers.retain(|id, _| plan.members.iter().any(|t| t.id == *id));
             let now = Instant::now();
             let mut lowest_ack: Option<u64> = None;
-            for (id, info, matched) in &plan.members {
+            let mut shipped_remote = false;
+            for Target { id, info, matched, remote } in &plan.members {
+                // The secondary's shipments come first (see `targets`); let
+                // them reach the wire before the local ones are sent: a task
+                // spawned from a worker takes that worker's LIFO slot and
+                // runs before those spawned earlier.
+                if !*remote && std::mem::take(&mut shipped_remote) {
+                    tokio::task::yield_now().await;
+                }
                 let p = peers.entry(*id).or_insert_with(|| Peer {
                     client: Arc::new(self.network.peer(*id, info)),
                     sent: None,
@@ -422,6 +442,12 @@ impl Shipper {
                 let Some(base) = [p.sent, p.acked, *matched].into_iter().flatten().max_by_key(|l| l.index) else {
                     continue;
                 };
+                // A peer behind the purged log needs a snapshot: openraft's
+                // to send. Entries the outbox still holds would bring it up
+                // too, but by a path that skips the snapshot and races it.
+                if base.index < plan.purged {
+                    continue;
+                }
                 if outbox.last_index().is_none_or(|last| last <= base.index) {
                     continue;
                 }
@@ -439,6 +465,7 @@ impl Shipper {
                 p.sent = Some(last);
                 p.in_flight += 1;
                 outbox.shipment_sent(plan.leader, *id, last.index);
+                shipped_remote |= *remote;
                 let client = p.client.clone();
                 let (peer, lead, commit) = (*id, plan.leader, plan.applied.map(|c| c.index));
                 inflight.spawn(async move {
@@ -453,35 +480,36 @@ impl Shipper {
     }
 
     /// What to ship to whom, or None when this node should not ship now.
+    ///
+    /// Targets: the secondary region's members while the mode is `sync`
+    /// (`ship_to_secondary`; the leader outside that region), and every
+    /// other member in any mode (`ship_to_primary`).
     fn plan(&self) -> Option<Plan> {
         let c = &self.control;
-        if !c.timing.ship_to_secondary || c.epoch.is_fenced() || c.handoff.draining() {
+        let t = &c.timing;
+        if !(t.ship_to_secondary || t.ship_to_primary) || c.epoch.is_fenced() || c.handoff.draining() {
             return None;
         }
         let (mode, secondary) =
             c.state.read(|s| (s.replication.mode, s.topology.as_ref().and_then(|t| t.secondary.clone())));
-        let secondary = secondary?;
-        if mode != ReplicationMode::Sync || c.region == secondary {
-            return None;
-        }
+        // The region whose members count for the sync wait, seen from here.
+        let remote = secondary.filter(|s| *s != c.region);
+        let to_secondary = t.ship_to_secondary && mode == ReplicationMode::Sync;
         let rx = c.raft().metrics();
         let m = rx.borrow();
         if m.state != ServerState::Leader || !m.vote.is_committed() || m.vote.leader_id().node_id != c.id {
             return None;
         }
         let leader = *m.vote.leader_id();
-        let members = secondary_members(&m, &secondary)
-            .into_iter()
-            .filter_map(|id| {
-                let info = m.membership_config.membership().get_node(&id)?.clone();
-                let matched = m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten());
-                Some((id, info, matched))
-            })
-            .collect::<Vec<_>>();
+        let nodes = m.membership_config.membership().nodes();
+        let mut members = targets(nodes, c.id, remote.as_deref(), to_secondary, t.ship_to_primary);
+        for t in &mut members {
+            t.matched = m.replication.as_ref().and_then(|r| r.get(&t.id).cloned().flatten());
+        }
         if members.is_empty() {
             return None;
         }
-        Some(Plan { leader, vote: m.vote, applied: m.last_applied, members })
+        Some(Plan { leader, vote: m.vote, applied: m.last_applied, purged: index_of(m.purged), members })
     }
 
     /// Entries after `index`: from the outbox, or (a peer a little behind
@@ -546,11 +574,49 @@ impl Shipper {
     }
 }
 
+/// The members to ship to, out of `nodes`: those of the `remote` region
+/// (the secondary, seen from a leader outside it) when `to_secondary`,
+/// every other one but `me` when `to_primary`. The remote ones come first:
+/// their round trip is the long one, and the sync wait ends with their
+/// answer.
+fn targets<'a>(
+    nodes: impl Iterator<Item = (&'a NodeId, &'a NodeInfo)>,
+    me: NodeId,
+    remote: Option<&str>,
+    to_secondary: bool,
+    to_primary: bool,
+) -> Vec<Target> {
+    let mut chosen: Vec<Target> = nodes
+        .map(|(id, info)| Target {
+            id: *id,
+            info: info.clone(),
+            matched: None,
+            remote: remote == Some(info.region.as_str()),
+        })
+        .filter(|t| t.id != me && if t.remote { to_secondary } else { to_primary })
+        .collect();
+    chosen.sort_by_key(|t| (!t.remote, t.id));
+    chosen
+}
+
+/// One member to ship to.
+struct Target {
+    id: NodeId,
+    info: NodeInfo,
+    /// openraft's matched log id for it.
+    matched: Option<LogId>,
+    /// In the secondary region, seen from a leader outside it.
+    remote: bool,
+}
+
 struct Plan {
     leader: Leader,
     vote: crate::types::Vote,
     applied: Option<LogId>,
-    members: Vec<(NodeId, NodeInfo, Option<LogId>)>,
+    /// The leader's log is purged through this index.
+    purged: u64,
+    /// The secondary's members first.
+    members: Vec<Target>,
 }
 
 fn index_of(l: Option<LogId>) -> u64 {
@@ -746,6 +812,23 @@ mod tests {
         // An unanswered shipment is waited for no longer than the bound.
         o.shipment_sent(LeaderId::new(4, 1), 4, 20);
         assert!(within(&o, append(4, 1, 15, 16..=20), Duration::from_millis(10)).await, "the bound ends the wait");
+    }
+
+    #[test]
+    fn ships_to_the_secondary_first_and_to_the_other_followers_as_configured() {
+        let node = |region: &str| NodeInfo { region: region.into(), ..NodeInfo::default() };
+        let nodes: BTreeMap<NodeId, NodeInfo> =
+            [(1, node("east")), (2, node("east")), (3, node("east")), (4, node("west")), (5, node("west"))].into();
+        let ids = |v: Vec<Target>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        let pick = |me, remote, sec, prim| ids(targets(nodes.iter(), me, remote, sec, prim));
+        assert_eq!(pick(2, Some("west"), true, true), vec![4, 5, 1, 3]);
+        assert_eq!(pick(2, Some("west"), false, true), vec![1, 3], "not sync (or switched off): own region only");
+        assert_eq!(pick(2, Some("west"), true, false), vec![4, 5]);
+        assert_eq!(pick(2, Some("west"), false, false), Vec::<NodeId>::new());
+        // A leader in the secondary region (or without one) has no remote
+        // region: everyone else is a follower like any other.
+        assert_eq!(pick(4, None, true, true), vec![1, 2, 3, 5]);
+        assert_eq!(pick(4, None, true, false), Vec::<NodeId>::new());
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn total_forwards(c: &attest_chaos::cluster::Cluster, ids: &[u64]) -> f64 
 
 /// Many writers at once: the leader's group commit puts concurrent writes
 /// into shared log entries and the express shipper sends them to the
-/// secondary. Every write is acknowledged as durable in both regions,
+/// followers of both regions. Every write is acknowledged as durable in both regions,
 /// applied exactly once (a resend with the same request id is answered
 /// from the dedup table, at the same index), listed once in the log — or
 /// more often only where a forward to the leader was sent again after an
@@ -162,11 +162,17 @@ async fn concurrent_writes_are_group_committed_once_and_durable_in_both_regions(
             "node {id}: {extra} extra log entries for acknowledged requests, but only {resent_forwards} forwards were sent again"
         );
     }
+    // The leader shipped to both regions: the secondary's nodes (sync
+    // mode) and its own followers (their fsyncs beside its own).
     let metrics = metrics_text(&c, lead).await;
-    assert!(
-        counter_sum(&metrics, "attest_raft_ship_rpcs_total", "result=\"ok\"") > 0.0,
-        "the leader shipped nothing to the secondary region"
-    );
+    let shipped_ok = |peers: &[u64]| {
+        peers
+            .iter()
+            .any(|p| counter_sum(&metrics, "attest_raft_ship_rpcs_total", &format!("peer=\"{p}\",result=\"ok\"")) > 0.0)
+    };
+    assert!(shipped_ok(&c.secondary_ids()), "the leader shipped nothing to the secondary region");
+    let followers: Vec<u64> = primary.iter().copied().filter(|id| *id != lead).collect();
+    assert!(shipped_ok(&followers), "the leader shipped nothing to its own region's followers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
