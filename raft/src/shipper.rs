@@ -38,9 +38,10 @@
 //! That local answer is the one the follower would give (it holds the
 //! leader's log through the request's end, on disk), and for a primary
 //! follower it is what lets openraft count the follower towards a commit
-//! as soon as the leader's own append is flushed. Under load that halved the secondaries' openraft traffic: without it,
-//! most entries crossed twice (openraft's stream sends as soon as the
-//! shipper does) and each entry cost one more AppendEntries per secondary.
+//! as soon as the leader's own append is flushed. Under load that halved
+//! the secondaries' openraft traffic: without it, most entries crossed
+//! twice (openraft's stream sends as soon as the shipper does) and each
+//! entry cost one more AppendEntries per secondary.
 //! Raft tolerates duplicated and reordered AppendEntries: a follower
 //! truncates only entries that conflict with the leader's, and a request
 //! that arrives ahead of its predecessor is refused as a conflict, which
@@ -503,8 +504,8 @@ impl Shipper {
         let leader = *m.vote.leader_id();
         let nodes = m.membership_config.membership().nodes();
         let mut members = targets(nodes, c.id, remote.as_deref(), to_secondary, t.ship_to_primary);
-        for t in &mut members {
-            t.matched = m.replication.as_ref().and_then(|r| r.get(&t.id).cloned().flatten());
+        for target in &mut members {
+            target.matched = m.replication.as_ref().and_then(|r| r.get(&target.id).cloned().flatten());
         }
         if members.is_empty() {
             return None;
