@@ -503,10 +503,7 @@ impl Shipper {
         }
         let leader = *m.vote.leader_id();
         let nodes = m.membership_config.membership().nodes();
-        let mut members = targets(nodes, c.id, remote.as_deref(), to_secondary, t.ship_to_primary);
-        for target in &mut members {
-            target.matched = m.replication.as_ref().and_then(|r| r.get(&target.id).cloned().flatten());
-        }
+        let members = targets(nodes, m.replication.as_ref(), c.id, remote.as_deref(), to_secondary, t.ship_to_primary);
         if members.is_empty() {
             return None;
         }
@@ -575,13 +572,14 @@ impl Shipper {
     }
 }
 
-/// The members to ship to, out of `nodes`: those of the `remote` region
-/// (the secondary, seen from a leader outside it) when `to_secondary`,
-/// every other one but `me` when `to_primary`. The remote ones come first:
-/// their round trip is the long one, and the sync wait ends with their
-/// answer.
+/// The members to ship to, out of `nodes`, with openraft's matched log id
+/// for each from `replication`: those of the `remote` region (the
+/// secondary, seen from a leader outside it) when `to_secondary`, every
+/// other one but `me` when `to_primary`. The remote ones come first: their
+/// round trip is the long one, and the sync wait ends with their answer.
 fn targets<'a>(
     nodes: impl Iterator<Item = (&'a NodeId, &'a NodeInfo)>,
+    replication: Option<&BTreeMap<NodeId, Option<LogId>>>,
     me: NodeId,
     remote: Option<&str>,
     to_secondary: bool,
@@ -591,7 +589,7 @@ fn targets<'a>(
         .map(|(id, info)| Target {
             id: *id,
             info: info.clone(),
-            matched: None,
+            matched: replication.and_then(|r| r.get(id).copied().flatten()),
             remote: remote == Some(info.region.as_str()),
         })
         .filter(|t| t.id != me && if t.remote { to_secondary } else { to_primary })
@@ -821,7 +819,7 @@ mod tests {
         let nodes: BTreeMap<NodeId, NodeInfo> =
             [(1, node("east")), (2, node("east")), (3, node("east")), (4, node("west")), (5, node("west"))].into();
         let ids = |v: Vec<Target>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
-        let pick = |me, remote, sec, prim| ids(targets(nodes.iter(), me, remote, sec, prim));
+        let pick = |me, remote, sec, prim| ids(targets(nodes.iter(), None, me, remote, sec, prim));
         assert_eq!(pick(2, Some("west"), true, true), vec![4, 5, 1, 3]);
         assert_eq!(pick(2, Some("west"), false, true), vec![1, 3], "not sync (or switched off): own region only");
         assert_eq!(pick(2, Some("west"), true, false), vec![4, 5]);

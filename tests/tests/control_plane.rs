@@ -88,12 +88,12 @@ async fn total_forwards(c: &attest_chaos::cluster::Cluster, ids: &[u64]) -> f64 
 
 /// Many writers at once: the leader's group commit puts concurrent writes
 /// into shared log entries and the express shipper sends them to the
-/// followers of both regions. Every write is acknowledged as durable in both regions,
-/// applied exactly once (a resend with the same request id is answered
-/// from the dedup table, at the same index), listed once in the log — or
-/// more often only where a forward to the leader was sent again after an
-/// RPC that may have arrived (a slow machine), never more extra entries
-/// than such resent forwards — and present everywhere.
+/// followers of both regions. Every write is acknowledged as durable in
+/// both regions, applied exactly once (a resend with the same request id
+/// is answered from the dedup table, at the same index), listed once in
+/// the log — or more often only where a forward to the leader was sent
+/// again after an RPC that may have arrived (a slow machine), never more
+/// extra entries than such resent forwards — and present everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_are_group_committed_once_and_durable_in_both_regions() {
     let (c, _dir) = launch("concurrent", |_| {}).await.expect("cluster starts");
