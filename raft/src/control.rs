@@ -69,6 +69,15 @@ pub struct Timing {
     /// it (openraft 0.9 replicates only once the leader's append is
     /// flushed; see `shipper`). Off: openraft's stream only.
     pub ship_to_primary: bool,
+    /// openraft's AppendEntries without entries (the commit notice it sends
+    /// each follower after every commit, and heartbeats) to a peer whose
+    /// latest shipment succeeded within half a heartbeat interval are
+    /// answered on the leader instead of sent; never during a leadership
+    /// check (linearizable read). Followers then learn a new commit index
+    /// from the next shipment or heartbeat: under load with the next write,
+    /// at most about 1.5 heartbeat intervals later once writes stop (see
+    /// `shipper`). Off: every such request is sent.
+    pub elide_empty_appends: bool,
     /// TEST ONLY, breaks RPO = 0 on purpose: acknowledge `sync`-mode writes
     /// once committed, without waiting for a secondary-region node. It
     /// exists so the chaos harness can show that its RPO check catches a
@@ -93,6 +102,7 @@ impl Default for Timing {
             leader_return_ms: 3_000,
             ship_to_secondary: true,
             ship_to_primary: true,
+            elide_empty_appends: true,
             unsafe_ack_before_secondary: false,
         }
     }
@@ -380,7 +390,10 @@ impl ControlPlane {
                     return Err(WriteError::Internal(format!("leader {leader} is not in the membership")));
                 };
                 match self.forward(&addr, &req, deadline).await {
-                    Ok(out) => return Ok(out),
+                    Ok(out) => {
+                        self.wait_applied_after_forward(out.index, deadline).await;
+                        return Ok(out);
+                    }
                     Err(ForwardFailure::Remote(WriteError::NotLeader { .. })) => {}
                     Err(ForwardFailure::Remote(e)) => return Err(unknown_if_delivered(e, maybe_delivered)),
                     Err(ForwardFailure::Transport { delivered }) => maybe_delivered |= delivered,
@@ -407,6 +420,24 @@ impl ControlPlane {
                 return Err(fail("timed out waiting for a leader".into(), maybe_delivered));
             }
             self.wait_metrics_change(Duration::from_millis(50), deadline).await;
+        }
+    }
+
+    /// A write this node forwarded was answered at log `index`: waits until
+    /// it is applied here too, so that this node's own (local) reads show
+    /// it — read-your-writes through the node a client wrote to. The
+    /// leader tells a node with a forward in its hands the commit index at
+    /// once (`Outbox::forward_started`), so this rarely waits longer than
+    /// that message; it gives up (the write stands) at the write's deadline
+    /// or after `readonly_after`, when the leader may be gone.
+    async fn wait_applied_after_forward(&self, index: u64, deadline: tokio::time::Instant) {
+        let until = deadline.min(tokio::time::Instant::now() + self.timing.readonly_after());
+        let mut rx = self.state.watch_applied();
+        while *rx.borrow_and_update() < index {
+            if !matches!(timeout_at(until, rx.changed()).await, Ok(Ok(()))) {
+                metrics::counter!("attest_control_forwarded_unapplied_total").increment(1);
+                return;
+            }
         }
     }
 
@@ -605,6 +636,8 @@ impl ControlPlane {
     /// On the leader: confirms leadership with a quorum and returns the
     /// index a linearizable read must wait for.
     pub async fn leader_read_index(&self, deadline: tokio::time::Instant) -> Result<u64, WriteError> {
+        // Every peer must really be asked (see `Outbox::heard_lately`).
+        let _check = self.outbox.leadership_check();
         match timeout_at(deadline, self.raft().get_read_log_id()).await {
             Err(_) => Err(WriteError::ReadOnly {
                 reason: "leadership not confirmed in time".into(),

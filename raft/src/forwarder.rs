@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::control::bounded;
 use crate::network::{byte_budget, Channels};
+use crate::types::NodeId;
 
 /// Forward calls outstanding per leader address.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -91,11 +92,13 @@ impl Lane {
 pub struct Forwarder {
     lanes: Arc<Mutex<HashMap<String, Lane>>>,
     channels: Channels,
+    /// This node, named in every forward (`ForwardRequest.from_node`).
+    me: NodeId,
 }
 
 impl Forwarder {
-    pub fn new(channels: Channels) -> Self {
-        Self { lanes: Arc::default(), channels }
+    pub fn new(channels: Channels, me: NodeId) -> Self {
+        Self { lanes: Arc::default(), channels, me }
     }
 
     /// Forwards one JSON-encoded `Request` to the leader at `addr` and
@@ -166,7 +169,7 @@ impl Forwarder {
         };
         metrics::histogram!("attest_control_forward_batch_size").record(live.len() as f64);
         if live.len() == 1 {
-            return send_each(client, live).await;
+            return send_each(client, live, self.me).await;
         }
         let timeout = live.iter().map(|p| p.rpc_timeout).max().unwrap_or(CALL_SLACK);
         let items: Vec<ForwardRequest> = live
@@ -174,6 +177,7 @@ impl Forwarder {
             .map(|p| ForwardRequest {
                 command: p.command.clone(),
                 deadline_ms: p.deadline.saturating_duration_since(now).as_millis() as u64,
+                from_node: self.me,
             })
             .collect();
         let mut request = tonic::Request::new(ForwardBatchRequest { items });
@@ -194,7 +198,7 @@ impl Forwarder {
                 }
             }
             // A leader from before `ForwardBatch`: nothing was delivered.
-            Err(s) if s.code() == tonic::Code::Unimplemented => send_each(client, live).await,
+            Err(s) if s.code() == tonic::Code::Unimplemented => send_each(client, live, self.me).await,
             Err(s) => {
                 for p in live {
                     let _ = p.done.send(Forwarded::Failed(s.clone()));
@@ -208,13 +212,17 @@ impl Forwarder {
 async fn send_each(
     client: attest_proto::node_admin_client::NodeAdminClient<tonic::transport::Channel>,
     live: Vec<Pending>,
+    me: NodeId,
 ) {
     let calls = live.into_iter().map(|p| {
         let mut client = client.clone();
         async move {
             let remaining = p.deadline.saturating_duration_since(Instant::now());
-            let mut request =
-                tonic::Request::new(ForwardRequest { command: p.command, deadline_ms: remaining.as_millis() as u64 });
+            let mut request = tonic::Request::new(ForwardRequest {
+                command: p.command,
+                deadline_ms: remaining.as_millis() as u64,
+                from_node: me,
+            });
             request.set_timeout(p.rpc_timeout);
             let f = match bounded(p.rpc_timeout + CALL_SLACK, "forward", client.forward(request)).await {
                 Ok(r) => Forwarded::Reply(r.into_inner()),
@@ -253,7 +261,7 @@ mod tests {
     async fn leader() -> (RaftNode, Forwarder, String, tempfile::TempDir) {
         let (node, dir) = crate::test_support::leader().await;
         let addr = node.bound.to_string();
-        let forwarder = Forwarder::new(node.control.channels.clone());
+        let forwarder = Forwarder::new(node.control.channels.clone(), 2);
         (node, forwarder, addr, dir)
     }
 
@@ -354,7 +362,7 @@ mod tests {
         // A port that was bound and released: connecting is refused.
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").to_string();
         let channels = crate::network::Channels::new(None, Duration::from_millis(500), Default::default());
-        let forwarder = Forwarder::new(channels);
+        let forwarder = Forwarder::new(channels, 2);
         let deadline = Instant::now() + Duration::from_secs(5);
         let (a, b) = tokio::join!(
             forwarder.forward(&addr, request("x-1", "a"), deadline, Duration::from_secs(2)),

@@ -151,6 +151,7 @@ impl RaftNode {
             backoff: Duration::from_millis(t.heartbeat_ms.clamp(20, 500)),
             epoch: epoch.clone(),
             outbox: outbox.clone(),
+            elide_empty_within: t.elide_empty_appends.then(|| Duration::from_millis(t.heartbeat_ms / 2)),
         };
         // Before Raft runs or anything is served: were we superseded while
         // we were away? (See `recovery::check_epoch_before_start`.)
@@ -186,7 +187,7 @@ impl RaftNode {
             recovery_lock: Default::default(),
             promote_min_outage: cfg.promote_min_outage,
             state,
-            forwarder: forwarder::Forwarder::new(channels.clone()),
+            forwarder: forwarder::Forwarder::new(channels.clone(), cfg.id),
             channels,
             timing: cfg.timing.clone(),
             leader_contact: Default::default(),

@@ -155,6 +155,12 @@ pub struct NetworkFactory {
     ///
     /// [`Outbox::strip_acknowledged`]: crate::shipper::Outbox::strip_acknowledged
     pub outbox: Arc<crate::shipper::Outbox>,
+    /// openraft's empty AppendEntries to a peer that accepted a shipment
+    /// this recently are answered here (see [`Outbox::heard_lately`]);
+    /// `None`: always sent (`raft.elide_empty_appends = false`).
+    ///
+    /// [`Outbox::heard_lately`]: crate::shipper::Outbox::heard_lately
+    pub elide_empty_within: Option<Duration>,
 }
 
 impl NetworkFactory {
@@ -169,6 +175,7 @@ impl NetworkFactory {
             epoch: self.epoch.clone(),
             handoff: self.handoff.clone(),
             outbox: self.outbox.clone(),
+            elide_empty_within: self.elide_empty_within,
         }
     }
 }
@@ -190,6 +197,7 @@ pub struct PeerClient {
     epoch: Arc<EpochState>,
     handoff: Arc<crate::placement::Handoff>,
     outbox: Arc<crate::shipper::Outbox>,
+    elide_empty_within: Option<Duration>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -286,18 +294,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let started = Instant::now();
         let ttl = option.hard_ttl();
         self.outbox.await_shipment(self.target, &rpc, ttl).await;
-        let carried_entries = !rpc.entries.is_empty();
+        // An empty request (a commit notice or heartbeat) to a peer that
+        // just accepted a shipment is answered here too
+        // (`Outbox::heard_lately`): under load that was one RPC per commit
+        // and follower, and it held the follower's stream back.
+        let carried = if rpc.entries.is_empty() { "none" } else { "entries" };
         let rpc = self.outbox.strip_acknowledged(self.target, rpc);
-        if carried_entries
-            && !self.epoch.is_fenced()
+        let answered = !self.epoch.is_fenced()
             && !self.handoff.paused()
-            && self.outbox.delivered_already(self.target, &rpc)
-        {
-            metrics::counter!("attest_raft_append_entries_answered_locally_total", "peer" => self.target.to_string())
-                .increment(1);
+            && if carried == "entries" {
+                self.outbox.delivered_already(self.target, &rpc)
+            } else {
+                self.elide_empty_within.is_some_and(|w| self.outbox.heard_lately(self.target, &rpc, w))
+            };
+        if answered {
+            metrics::counter!(
+                "attest_raft_append_entries_answered_locally_total",
+                "peer" => self.target.to_string(),
+                "carried" => carried
+            )
+            .increment(1);
             return Ok(AppendEntriesResponse::Success);
         }
-        self.call("append_entries", &rpc, ttl.saturating_sub(started.elapsed())).await
+        let res = self.call("append_entries", &rpc, ttl.saturating_sub(started.elapsed())).await;
+        if let (Ok(AppendEntriesResponse::Success), Some(commit)) = (&res, rpc.leader_commit) {
+            if rpc.vote.is_committed() {
+                self.outbox.commit_told(rpc.vote.leader_id(), self.target, commit.index);
+            }
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -401,6 +426,65 @@ mod tests {
         let held = learner.control.state.read(|s| s.collateral.len());
         assert_eq!(held, blobs);
         learner.shutdown().await;
+        leader.shutdown().await;
+    }
+
+    /// openraft's empty AppendEntries to a peer that just accepted a
+    /// shipment are answered on the leader, except a leadership check's:
+    /// a linearizable read must hear a quorum after it started. Here the
+    /// only follower accepted a shipment well within the window and is
+    /// then stopped: the read must fail, not be confirmed from memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leadership_check_is_answered_by_the_peers_not_by_recent_shipments() {
+        // A heartbeat of 20 s: a shipment counts as "heard lately" for 10 s,
+        // far longer than this test takes (it checks that premise too).
+        let timing = crate::Timing {
+            heartbeat_ms: 20_000,
+            election_timeout_min_ms: 60_000,
+            election_timeout_max_ms: 80_000,
+            ..crate::Timing::default()
+        };
+        let window = Duration::from_millis(timing.heartbeat_ms / 2);
+        let (leader, _dir1) = test_support::leader_timed(timing.clone()).await;
+        let (follower, _dir2) = test_support::start_timed(2, timing).await;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            leader.control.add_member(2, test_support::info(&follower), true),
+        )
+        .await
+        .expect("joined within 30 s")
+        .expect("added as a voter");
+        let req = leader.control.request("test", collateral("k", 100).command);
+        leader.control.write(req, Duration::from_secs(20)).await.expect("written");
+        let (vote, applied) = {
+            let m = leader.control.raft().metrics().borrow().clone();
+            (m.vote, m.last_applied.expect("applied the write"))
+        };
+        let outbox = leader.control.outbox.clone();
+        let mut acks = outbox.acks();
+        // (The watch's read guard must not outlive the statement.)
+        let accepted = matches!(
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                acks.wait_for(
+                    |a| a.matched.get(&2).is_some_and(|m| *m >= applied.index) && a.accepted_at.contains_key(&2)
+                ),
+            )
+            .await,
+            Ok(Ok(_))
+        );
+        assert!(accepted, "the follower accepted no shipment within 30 s");
+        // openraft's commit notice for the write, as it would send it.
+        let probe = AppendEntriesRequest::<TypeConfig> {
+            vote,
+            prev_log_id: Some(applied),
+            entries: vec![],
+            leader_commit: Some(applied),
+        };
+        follower.shutdown().await;
+        assert!(outbox.heard_lately(2, &probe, window), "premise: an empty append would be answered from memory");
+        let read = leader.control.leader_read_index(tokio::time::Instant::now() + Duration::from_secs(10)).await;
+        assert!(read.is_err(), "leadership confirmed without the only follower: {read:?}");
         leader.shutdown().await;
     }
 }

@@ -149,14 +149,22 @@ impl AdminService {
         };
         let within = Duration::from_millis(req.deadline_ms.clamp(1, self.control.timing.write_timeout_ms));
         let deadline = tokio::time::Instant::now() + within;
+        // The forwarding node waits to apply the write before it answers its
+        // client; the leader keeps telling it the commit index meanwhile.
+        let in_hand = (req.from_node != 0).then(|| self.control.outbox.forward_started(req.from_node));
         match self.control.leader_write(command, deadline).await {
             Ok(out) => match serde_json::to_vec(&out) {
-                Ok(outcome) => ForwardReply {
-                    outcome,
-                    error_code: String::new(),
-                    error_message: String::new(),
-                    leader_id: out.leader,
-                },
+                Ok(outcome) => {
+                    if let Some(h) = &in_hand {
+                        h.answered(out.index);
+                    }
+                    ForwardReply {
+                        outcome,
+                        error_code: String::new(),
+                        error_message: String::new(),
+                        leader_id: out.leader,
+                    }
+                }
                 Err(e) => error_reply(&WriteError::Internal(e.to_string())),
             },
             Err(e) => error_reply(&e),

@@ -33,12 +33,17 @@
 //! ([`Outbox::await_shipment`]), leaves out the entries acknowledged to the
 //! shipper ([`Outbox::strip_acknowledged`]), and a request left with
 //! nothing the peer has not seen — no entry, no newer commit index — is
-//! answered `Success` without being sent ([`Outbox::delivered_already`]);
-//! heartbeats and leadership checks carry no entries and always go out.
-//! That local answer is the one the follower would give (it holds the
-//! leader's log through the request's end, on disk), and for a primary
-//! follower it is what lets openraft count the follower towards a commit
-//! as soon as the leader's own append is flushed. Under load that halved
+//! answered `Success` without being sent ([`Outbox::delivered_already`]).
+//! So is a request without entries — the commit notice openraft sends
+//! after every commit, or a heartbeat — to a peer that accepted a
+//! shipment within half a heartbeat interval, except while a leadership
+//! check (a linearizable read) is under way ([`Outbox::heard_lately`]; the
+//! peer then learns the commit index from its next shipment or heartbeat).
+//! The local answer to a request with entries is the one the follower
+//! would give (it holds the leader's log through the request's end, on
+//! disk), and for a primary follower it is what lets openraft count the
+//! follower towards a commit as soon as the leader's own append is
+//! flushed. Under load that halved
 //! the secondaries' openraft traffic: without it, most entries crossed
 //! twice (openraft's stream sends as soon as the shipper does) and each
 //! entry cost one more AppendEntries per secondary.
@@ -51,7 +56,7 @@
 //! leader pausing replication for a handoff ships nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,9 +95,14 @@ pub struct Acks {
     /// Peer → highest index of the shipments still unanswered (absent when
     /// none is). Changing it alone wakes no watcher: only the answers do.
     pub in_flight: BTreeMap<NodeId, u64>,
-    /// Peer → highest commit index an acknowledged shipment carried: the
-    /// peer has seen the leader's commit up to there.
+    /// Peer → highest commit index an acknowledged shipment (or an
+    /// AppendEntries of openraft's it answered) carried: the peer has seen
+    /// the leader's commit up to there.
     pub commit_seen: BTreeMap<NodeId, u64>,
+    /// Peer → when the latest shipment it accepted was sent, absent after
+    /// a shipment it refused or that failed: the peer accepted this
+    /// leader's vote at that time (see [`Outbox::heard_lately`]).
+    pub accepted_at: BTreeMap<NodeId, Instant>,
 }
 
 /// New entries of this node's own leadership, kept for shipping, and what
@@ -104,6 +114,19 @@ pub struct Outbox {
     leading: AtomicBool,
     appended: Notify,
     acks: watch::Sender<Acks>,
+    /// Leadership checks (linearizable reads) under way on this node.
+    checks: AtomicUsize,
+    /// Writes forwarded by each peer, as this leader handles them.
+    forwards: Mutex<HashMap<NodeId, Forwards>>,
+}
+
+/// A peer's forwarded writes (see [`Outbox::forward_started`]).
+#[derive(Default)]
+struct Forwards {
+    /// Being handled.
+    pending: usize,
+    /// Highest log index answered to one.
+    owed: u64,
 }
 
 #[derive(Default)]
@@ -133,6 +156,39 @@ impl Kept {
     }
 }
 
+/// A forwarded write in the leader's hands (see [`Outbox::forward_started`]).
+pub struct ForwardInHand<'a> {
+    outbox: &'a Outbox,
+    peer: NodeId,
+}
+
+impl ForwardInHand<'_> {
+    /// The write was answered at log `index`: the peer is owed that commit.
+    pub fn answered(&self, index: u64) {
+        let mut f = self.outbox.forwards();
+        let entry = f.entry(self.peer).or_default();
+        entry.owed = entry.owed.max(index);
+    }
+}
+
+impl Drop for ForwardInHand<'_> {
+    fn drop(&mut self) {
+        let mut f = self.outbox.forwards();
+        if let Some(entry) = f.get_mut(&self.peer) {
+            entry.pending = entry.pending.saturating_sub(1);
+        }
+    }
+}
+
+/// A leadership check under way (see [`Outbox::leadership_check`]).
+pub struct LeadershipCheck<'a>(&'a AtomicUsize);
+
+impl Drop for LeadershipCheck<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Default for Outbox {
     fn default() -> Self {
         Self {
@@ -140,6 +196,8 @@ impl Default for Outbox {
             leading: AtomicBool::new(false),
             appended: Notify::new(),
             acks: watch::channel(Acks::default()).0,
+            checks: AtomicUsize::new(0),
+            forwards: Mutex::default(),
         }
     }
 }
@@ -218,7 +276,7 @@ impl Outbox {
 
     #[cfg(test)]
     fn record_ack(&self, leader: Leader, peer: NodeId, index: u64) {
-        self.shipment_answered(leader, peer, Some(index), None, None);
+        self.shipment_answered(leader, peer, Some(index), None, None, None);
     }
 
     /// A shipment to `peer` left: `through` is the highest index now in
@@ -234,9 +292,10 @@ impl Outbox {
     }
 
     /// A shipment to `peer` was answered: what it acknowledged (if it
-    /// succeeded), the commit index it carried, and what is still in
-    /// flight to the peer (`None`: nothing). Wakes the watchers when
-    /// anything changed.
+    /// succeeded), the commit index it carried, what is still in flight to
+    /// the peer (`None`: nothing), and when it was sent if the peer accepted
+    /// it (`None`: refused or failed). Wakes the watchers when anything but
+    /// that time changed.
     fn shipment_answered(
         &self,
         leader: Leader,
@@ -244,6 +303,7 @@ impl Outbox {
         acked: Option<u64>,
         commit: Option<u64>,
         in_flight: Option<u64>,
+        accepted_at: Option<Instant>,
     ) {
         self.acks.send_if_modified(|a| {
             if a.leader != Some(leader) {
@@ -265,6 +325,15 @@ impl Outbox {
                 Some(i) => a.in_flight.insert(peer, i),
                 None => a.in_flight.remove(&peer),
             };
+            match accepted_at {
+                Some(t) => {
+                    let at = a.accepted_at.entry(peer).or_insert(t);
+                    *at = (*at).max(t);
+                }
+                None => {
+                    a.accepted_at.remove(&peer);
+                }
+            }
             before != of_peer(a)
         });
     }
@@ -311,6 +380,81 @@ impl Outbox {
         a.leader.as_ref() == Some(stripped.vote.leader_id())
             && a.matched.get(&peer).is_some_and(|m| *m >= end.index)
             && stripped.leader_commit.is_none_or(|c| a.commit_seen.get(&peer).is_some_and(|s| *s >= c.index))
+    }
+
+    /// True when `rpc`, an AppendEntries of openraft's without entries (the
+    /// commit notice it sends after every commit, or a heartbeat), may be
+    /// answered `Success` without sending it: the peer accepted a shipment
+    /// under the request's leader sent at most `within` ago, nothing
+    /// failed since, it holds the leader's log through the request's
+    /// `prev_log_id`, and no leadership check is under way.
+    ///
+    /// The answer is the peer's own (vote accepted, log matching through
+    /// `prev_log_id`, on disk), only older by at most `within`, which is
+    /// also all that openraft's quorum-contact clock (read-only detection)
+    /// can be early by. What the peer misses is the new commit index: it
+    /// arrives with the next shipment (which carries the leader's applied
+    /// index) or the next heartbeat that goes out — with `within` below
+    /// the heartbeat interval, a heartbeat goes out once writes stop. A
+    /// leadership check (a linearizable read's barrier) sends the same
+    /// requests and must hear a quorum *after* it started, so none is
+    /// answered here while one is under way ([`Self::leadership_check`]).
+    /// Why: after every commit openraft sent each follower this notice, as
+    /// many RPCs as the shipments themselves, and on a follower's stream it
+    /// held back the next entries by one round trip.
+    ///
+    /// Nor is one answered here while the peer has a forwarded write in the
+    /// leader's hands or has not yet been told the commit index of the
+    /// last one answered ([`Self::forward_started`]): a node that forwarded
+    /// a write waits to have applied it before it answers its client, so
+    /// that its own reads show it.
+    pub(crate) fn heard_lately(&self, peer: NodeId, rpc: &AppendEntriesRequest<TypeConfig>, within: Duration) -> bool {
+        if !rpc.entries.is_empty() || !rpc.vote.is_committed() || self.checks.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        let Some(prev) = rpc.prev_log_id else { return false };
+        let owed = match self.forwards().get(&peer) {
+            Some(f) if f.pending > 0 => return false,
+            Some(f) => f.owed,
+            None => 0,
+        };
+        let a = self.acks.borrow();
+        a.leader.as_ref() == Some(rpc.vote.leader_id())
+            && a.matched.get(&peer).is_some_and(|m| *m >= prev.index)
+            && a.accepted_at.get(&peer).is_some_and(|t| t.elapsed() <= within)
+            && (owed == 0 || a.commit_seen.get(&peer).is_some_and(|c| *c >= owed))
+    }
+
+    fn forwards(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Forwards>> {
+        self.forwards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write forwarded by `peer` reached this node (as leader); until the
+    /// guard is dropped — after [`ForwardInHand::answered`], if it was
+    /// written — every empty AppendEntries to `peer` is sent, and after it
+    /// until one that carries the write's commit index was answered.
+    pub fn forward_started(&self, peer: NodeId) -> ForwardInHand<'_> {
+        self.forwards().entry(peer).or_default().pending += 1;
+        ForwardInHand { outbox: self, peer }
+    }
+
+    /// `peer` answered an AppendEntries of openraft's under `leader` that
+    /// carried `commit`: it has seen the commit up to there.
+    pub(crate) fn commit_told(&self, leader: &Leader, peer: NodeId, commit: u64) {
+        self.acks.send_if_modified(|a| {
+            if a.leader.as_ref() == Some(leader) {
+                let seen = a.commit_seen.entry(peer).or_insert(0);
+                *seen = (*seen).max(commit);
+            }
+            false
+        });
+    }
+
+    /// Marks a leadership check under way until the guard drops: openraft's
+    /// empty AppendEntries are all sent meanwhile (see [`Self::heard_lately`]).
+    pub fn leadership_check(&self) -> LeadershipCheck<'_> {
+        self.checks.fetch_add(1, Ordering::AcqRel);
+        LeadershipCheck(&self.checks)
     }
 
     /// Watches the acknowledgements (the sync wait wakes on them).
@@ -370,8 +514,9 @@ struct Peer {
     retry_at: Option<Instant>,
 }
 
-/// A shipment's answer: peer, leader, last entry sent, commit index sent.
-type Done = (NodeId, Leader, LogId, Option<u64>, Result<AppendEntriesResponse<NodeId>, String>);
+/// A shipment's answer: peer, leader, last entry sent, commit index sent,
+/// when it was sent.
+type Done = (NodeId, Leader, LogId, Option<u64>, Instant, Result<AppendEntriesResponse<NodeId>, String>);
 
 /// The leader's shipping task (see the module docs).
 pub struct Shipper {
@@ -470,8 +615,9 @@ impl Shipper {
                 let client = p.client.clone();
                 let (peer, lead, commit) = (*id, plan.leader, plan.applied.map(|c| c.index));
                 inflight.spawn(async move {
+                    let sent_at = Instant::now();
                     let r = client.call::<_, _, openraft::error::Infallible>("ship", &req, rpc_timeout).await;
-                    (peer, lead, last, commit, r.map_err(|e| e.to_string()))
+                    (peer, lead, last, commit, sent_at, r.map_err(|e| e.to_string()))
                 });
             }
             if let Some(low) = lowest_ack.filter(|l| *l > 0) {
@@ -532,7 +678,7 @@ impl Shipper {
         done: Done,
         tick: Duration,
     ) {
-        let (peer, lead, last, commit, result) = done;
+        let (peer, lead, last, commit, sent_at, result) = done;
         // Only a whole success shows the commit index was taken in; a
         // partial one acknowledged less than the request carried.
         let commit = commit.filter(|_| matches!(result, Ok(AppendEntriesResponse::Success)));
@@ -542,6 +688,7 @@ impl Shipper {
         let Some(p) = peers.get_mut(&peer) else { return };
         p.in_flight = p.in_flight.saturating_sub(1);
         let peer_label = peer.to_string();
+        let accepted = matches!(result, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)));
         let (acked, label) = match result {
             Ok(AppendEntriesResponse::Success) => (Some(last), "ok"),
             Ok(AppendEntriesResponse::PartialSuccess(m)) => (m, "partial"),
@@ -568,7 +715,8 @@ impl Shipper {
         // Still in flight: what was sent beyond the acknowledgement, unless
         // a failure sent the peer back to it.
         let in_flight = (p.in_flight > 0 && index_of(p.sent) > index_of(p.acked)).then(|| index_of(p.sent));
-        outbox.shipment_answered(lead, peer, acked.map(|a| a.index), commit, in_flight);
+        let accepted_at = accepted.then_some(sent_at);
+        outbox.shipment_answered(lead, peer, acked.map(|a| a.index), commit, in_flight, accepted_at);
     }
 }
 
@@ -750,7 +898,7 @@ mod tests {
             r
         };
         o.shipment_sent(l, 4, 12);
-        o.shipment_answered(l, 4, Some(12), Some(9), None);
+        o.shipment_answered(l, 4, Some(12), Some(9), None, None);
         let stripped = |r| o.strip_acknowledged(4, r);
         // Every entry delivered, and the commit index it carries seen.
         assert!(o.delivered_already(4, &stripped(with_commit(9, 10..=12, Some(9)))));
@@ -764,9 +912,77 @@ mod tests {
         other.vote = crate::types::Vote::new_committed(4, 2);
         assert!(!o.delivered_already(4, &o.strip_acknowledged(4, other)));
         // A partial success acknowledges no commit index.
-        o.shipment_answered(l, 5, Some(12), None, None);
+        o.shipment_answered(l, 5, Some(12), None, None, None);
         assert!(o.delivered_already(5, &o.strip_acknowledged(5, with_commit(9, 10..=12, None))));
         assert!(!o.delivered_already(5, &o.strip_acknowledged(5, with_commit(9, 10..=12, Some(1)))));
+    }
+
+    #[test]
+    fn an_empty_append_to_a_peer_that_just_accepted_a_shipment_is_answered_without_sending() {
+        let o = Outbox::default();
+        let l = LeaderId::new(3, 1);
+        let within = Duration::from_millis(50);
+        o.set_leader(Some(l));
+        // A commit notice: no entries, prev = the peer's matched entry, a
+        // commit index the peer has not seen.
+        let notice = |prev: u64| {
+            let mut r = append(3, 1, prev, 1..=1);
+            r.entries.clear();
+            r.leader_commit = Some(LogId::new(l, prev));
+            r
+        };
+        assert!(!o.heard_lately(4, &notice(12), within), "nothing accepted yet: sent");
+        o.shipment_sent(l, 4, 12);
+        o.shipment_answered(l, 4, Some(12), Some(11), None, Some(Instant::now()));
+        assert!(o.heard_lately(4, &notice(12), within));
+        assert!(o.heard_lately(4, &notice(10), within), "an older match point is still held");
+        assert!(!o.heard_lately(4, &notice(13), within), "the peer does not hold entry 13");
+        assert!(!o.heard_lately(5, &notice(12), within), "another peer");
+        assert!(!o.heard_lately(4, &append(3, 1, 9, 10..=12), within), "entries are not this rule's");
+        let mut other = notice(12);
+        other.vote = crate::types::Vote::new_committed(4, 2);
+        assert!(!o.heard_lately(4, &other, within), "another leader");
+        let mut no_prev = notice(12);
+        no_prev.prev_log_id = None;
+        assert!(!o.heard_lately(4, &no_prev, within));
+        // A leadership check hears every peer for itself.
+        {
+            let _check = o.leadership_check();
+            assert!(!o.heard_lately(4, &notice(12), within), "sent during a leadership check");
+        }
+        assert!(o.heard_lately(4, &notice(12), within));
+        // Too long ago: sent (a heartbeat goes out once writes stop). An
+        // older shipment answered late does not move the time back.
+        let o = Outbox::default();
+        o.set_leader(Some(l));
+        let long_ago = Instant::now().checked_sub(Duration::from_millis(60)).expect("uptime beyond 60 ms");
+        o.shipment_answered(l, 4, Some(12), Some(12), None, Some(long_ago));
+        assert!(!o.heard_lately(4, &notice(12), within), "the acceptance is too old");
+        o.shipment_answered(l, 4, Some(12), Some(12), None, Some(Instant::now()));
+        o.shipment_answered(l, 4, Some(11), Some(11), None, Some(long_ago));
+        assert!(o.heard_lately(4, &notice(12), within));
+        // A refused or failed shipment since: sent, until one is accepted.
+        o.shipment_answered(l, 4, None, None, None, None);
+        assert!(!o.heard_lately(4, &notice(12), within), "the last shipment failed");
+        o.shipment_answered(l, 4, Some(12), None, None, Some(Instant::now()));
+        assert!(o.heard_lately(4, &notice(12), within));
+        // A peer with a forwarded write in hand is told every commit, and
+        // after the answer until it has seen the write's commit index.
+        o.shipment_answered(l, 5, Some(12), None, None, Some(Instant::now()));
+        {
+            let in_hand = o.forward_started(4);
+            assert!(!o.heard_lately(4, &notice(12), within), "a forward in hand");
+            assert!(o.heard_lately(5, &notice(12), within), "another peer's forward changes nothing");
+            in_hand.answered(14);
+        }
+        assert!(!o.heard_lately(4, &notice(12), within), "owed commit 14");
+        o.commit_told(&l, 4, 13);
+        assert!(!o.heard_lately(4, &notice(12), within), "told 13 only");
+        o.commit_told(&l, 4, 14);
+        assert!(o.heard_lately(4, &notice(12), within), "told the write's commit");
+        // A new leadership forgets every acceptance.
+        o.set_leader(Some(LeaderId::new(4, 1)));
+        assert!(!o.heard_lately(4, &notice(12), within));
     }
 
     #[tokio::test]
@@ -791,13 +1007,13 @@ mod tests {
         assert!(within(&o, append(3, 1, 9, 10..=12), HOUR).await, "nothing in flight: no wait");
         // A shipment through 12 in flight: the wait ends with its answer.
         o.shipment_sent(l, 4, 12);
-        let answer = soon(&o, move |o| o.shipment_answered(l, 4, Some(12), Some(9), None));
+        let answer = soon(&o, move |o| o.shipment_answered(l, 4, Some(12), Some(9), None, None));
         assert!(within(&o, append(3, 1, 9, 10..=12), HOUR).await, "ends with the answer");
         assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 9, 10..=12))), (Some(12), vec![]));
         answer.await.unwrap();
         // A failed shipment ends the wait with nothing acknowledged.
         o.shipment_sent(l, 4, 15);
-        let fail = soon(&o, move |o| o.shipment_answered(l, 4, None, None, None));
+        let fail = soon(&o, move |o| o.shipment_answered(l, 4, None, None, None, None));
         assert!(within(&o, append(3, 1, 12, 13..=15), HOUR).await, "ends with the failure");
         assert_eq!(shape(&o.strip_acknowledged(4, append(3, 1, 12, 13..=15))), (Some(12), vec![13, 14, 15]));
         fail.await.unwrap();

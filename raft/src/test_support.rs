@@ -9,6 +9,11 @@ use crate::{NodeId, NodeInfo, RaftNode, RaftNodeConfig, Timing};
 /// Starts node `id` of region `east` (not bootstrapped). Keep the
 /// directory alive as long as the node.
 pub(crate) async fn start(id: NodeId) -> (RaftNode, tempfile::TempDir) {
+    start_timed(id, Timing::default()).await
+}
+
+/// [`start`] with other Raft timings.
+pub(crate) async fn start_timed(id: NodeId, timing: Timing) -> (RaftNode, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = RaftNodeConfig {
         id,
@@ -17,7 +22,7 @@ pub(crate) async fn start(id: NodeId) -> (RaftNode, tempfile::TempDir) {
         advertise_raft: String::new(),
         advertise_api: String::new(),
         data_dir: dir.path().to_path_buf(),
-        timing: Timing::default(),
+        timing,
         tls: None,
         primary_region: "east".into(),
         secondary_region: None,
@@ -35,7 +40,12 @@ pub(crate) fn info(node: &RaftNode) -> NodeInfo {
 
 /// A one-node cluster of node 1 that leads (bounded wait: 30 s).
 pub(crate) async fn leader() -> (RaftNode, tempfile::TempDir) {
-    let (node, dir) = start(1).await;
+    leader_timed(Timing::default()).await
+}
+
+/// [`leader`] with other Raft timings.
+pub(crate) async fn leader_timed(timing: Timing) -> (RaftNode, tempfile::TempDir) {
+    let (node, dir) = start_timed(1, timing).await;
     node.bootstrap(BTreeMap::from([(1, info(&node))])).await.expect("bootstraps");
     node.control
         .raft()
