@@ -37,16 +37,16 @@
 //! So is a request without entries — the commit notice openraft sends
 //! after every commit, or a heartbeat — to a peer that accepted a
 //! shipment within half a heartbeat interval, except while a leadership
-//! check (a linearizable read) is under way ([`Outbox::heard_lately`]; the
-//! peer then learns the commit index from its next shipment or heartbeat).
-//! The local answer to a request with entries is the one the follower
-//! would give (it holds the leader's log through the request's end, on
-//! disk), and for a primary follower it is what lets openraft count the
-//! follower towards a commit as soon as the leader's own append is
-//! flushed. Under load that halved
-//! the secondaries' openraft traffic: without it, most entries crossed
-//! twice (openraft's stream sends as soon as the shipper does) and each
-//! entry cost one more AppendEntries per secondary.
+//! check (a linearizable read) is under way and towards a peer waiting to
+//! apply a write it forwarded ([`Outbox::heard_lately`]; the peer then
+//! learns the commit index from its next shipment or heartbeat). The
+//! local answer to a request with entries is the one the follower would
+//! give (it holds the leader's log through the request's end, on disk),
+//! and for a primary follower it is what lets openraft count the follower
+//! towards a commit as soon as the leader's own append is flushed. Under
+//! load that halved the secondaries' openraft traffic: without it, most
+//! entries crossed twice (openraft's stream sends as soon as the shipper
+//! does) and each entry cost one more AppendEntries per secondary.
 //! Raft tolerates duplicated and reordered AppendEntries: a follower
 //! truncates only entries that conflict with the leader's, and a request
 //! that arrives ahead of its predecessor is refused as a conflict, which
