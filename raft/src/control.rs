@@ -73,7 +73,9 @@ pub struct Timing {
     /// each follower after every commit, and heartbeats) to a peer whose
     /// latest shipment succeeded within half a heartbeat interval are
     /// answered on the leader instead of sent; never during a leadership
-    /// check (linearizable read). Followers then learn a new commit index
+    /// check (linearizable read), nor towards a node waiting to apply a
+    /// write it forwarded (it answers its client only once it has; see
+    /// `Outbox::heard_lately`). Followers then learn a new commit index
     /// from the next shipment or heartbeat: under load with the next write,
     /// at most about 1.5 heartbeat intervals later once writes stop (see
     /// `shipper`). Off: every such request is sent.

@@ -685,7 +685,14 @@ impl Shipper {
         if leader != Some(lead) {
             return;
         }
-        let Some(p) = peers.get_mut(&peer) else { return };
+        let Some(p) = peers.get_mut(&peer) else {
+            // No longer a target (e.g. the mode left `sync` while this was
+            // in flight): its record must not stay "in flight", or every
+            // AppendEntries of openraft's to it would wait out its deadline
+            // for this answer (`Outbox::await_shipment`) and fail.
+            outbox.shipment_answered(lead, peer, None, None, None, None);
+            return;
+        };
         p.in_flight = p.in_flight.saturating_sub(1);
         let peer_label = peer.to_string();
         let accepted = matches!(result, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)));
