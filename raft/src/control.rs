@@ -434,12 +434,8 @@ impl ControlPlane {
     /// or after `readonly_after`, when the leader may be gone.
     async fn wait_applied_after_forward(&self, index: u64, deadline: tokio::time::Instant) {
         let until = deadline.min(tokio::time::Instant::now() + self.timing.readonly_after());
-        let mut rx = self.state.watch_applied();
-        while *rx.borrow_and_update() < index {
-            if !matches!(timeout_at(until, rx.changed()).await, Ok(Ok(()))) {
-                metrics::counter!("attest_control_forwarded_unapplied_total").increment(1);
-                return;
-            }
+        if !self.state.wait_applied(index, until).await {
+            metrics::counter!("attest_control_forwarded_unapplied_total").increment(1);
         }
     }
 
@@ -623,14 +619,11 @@ impl ControlPlane {
             }
             r.read_index
         };
-        let mut rx = self.state.watch_applied();
-        while *rx.borrow_and_update() < read_index {
-            if timeout_at(deadline, rx.changed()).await.is_err() {
-                return Err(WriteError::ReadOnly {
-                    reason: format!("did not apply up to read index {read_index} in time"),
-                    outcome: Outcome::NotApplied,
-                });
-            }
+        if !self.state.wait_applied(read_index, deadline).await {
+            return Err(WriteError::ReadOnly {
+                reason: format!("did not apply up to read index {read_index} in time"),
+                outcome: Outcome::NotApplied,
+            });
         }
         Ok(read_index)
     }

@@ -298,11 +298,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         // just accepted a shipment is answered here too
         // (`Outbox::heard_lately`): under load that was one RPC per commit
         // and follower, and it held the follower's stream back.
-        let carried = if rpc.entries.is_empty() { "none" } else { "entries" };
+        let carried_entries = !rpc.entries.is_empty();
         let rpc = self.outbox.strip_acknowledged(self.target, rpc);
         let answered = !self.epoch.is_fenced()
             && !self.handoff.paused()
-            && if carried == "entries" {
+            && if carried_entries {
                 self.outbox.delivered_already(self.target, &rpc)
             } else {
                 self.elide_empty_within.is_some_and(|w| self.outbox.heard_lately(self.target, &rpc, w))
@@ -311,7 +311,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             metrics::counter!(
                 "attest_raft_append_entries_answered_locally_total",
                 "peer" => self.target.to_string(),
-                "carried" => carried
+                "carried" => if carried_entries { "entries" } else { "none" }
             )
             .increment(1);
             return Ok(AppendEntriesResponse::Success);
@@ -408,13 +408,7 @@ mod tests {
             assert!(out.error.is_none(), "{:?}", out.error);
         }
         let (learner, _dir2) = test_support::start(2).await;
-        tokio::time::timeout(
-            Duration::from_secs(60),
-            leader.control.add_member(2, test_support::info(&learner), false),
-        )
-        .await
-        .expect("caught up within 60 s")
-        .expect("added");
+        test_support::add(&leader, &learner, false, Duration::from_secs(60)).await;
         let applied = leader.control.raft().metrics().borrow().last_applied;
         let caught_up = learner
             .control
@@ -447,13 +441,7 @@ mod tests {
         let window = Duration::from_millis(timing.heartbeat_ms / 2);
         let (leader, _dir1) = test_support::leader_timed(timing.clone()).await;
         let (follower, _dir2) = test_support::start_timed(2, timing).await;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            leader.control.add_member(2, test_support::info(&follower), true),
-        )
-        .await
-        .expect("joined within 30 s")
-        .expect("added as a voter");
+        test_support::add(&leader, &follower, true, Duration::from_secs(30)).await;
         let req = leader.control.request("test", collateral("k", 100).command);
         leader.control.write(req, Duration::from_secs(20)).await.expect("written");
         let (vote, applied) = {

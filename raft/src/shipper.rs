@@ -695,7 +695,6 @@ impl Shipper {
         };
         p.in_flight = p.in_flight.saturating_sub(1);
         let peer_label = peer.to_string();
-        let accepted = matches!(result, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_)));
         let (acked, label) = match result {
             Ok(AppendEntriesResponse::Success) => (Some(last), "ok"),
             Ok(AppendEntriesResponse::PartialSuccess(m)) => (m, "partial"),
@@ -722,7 +721,7 @@ impl Shipper {
         // Still in flight: what was sent beyond the acknowledgement, unless
         // a failure sent the peer back to it.
         let in_flight = (p.in_flight > 0 && index_of(p.sent) > index_of(p.acked)).then(|| index_of(p.sent));
-        let accepted_at = accepted.then_some(sent_at);
+        let accepted_at = matches!(label, "ok" | "partial").then_some(sent_at);
         outbox.shipment_answered(lead, peer, acked.map(|a| a.index), commit, in_flight, accepted_at);
     }
 }

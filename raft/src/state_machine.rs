@@ -60,6 +60,17 @@ impl StateHandle {
     pub fn watch_applied(&self) -> watch::Receiver<u64> {
         self.applied.clone()
     }
+
+    /// Waits until `index` is applied here; false if `until` came first.
+    pub async fn wait_applied(&self, index: u64, until: tokio::time::Instant) -> bool {
+        let mut rx = self.applied.clone();
+        while *rx.borrow_and_update() < index {
+            if !matches!(tokio::time::timeout_at(until, rx.changed()).await, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// [`KEY_SNAPSHOT_LEGACY`]'s layout.

@@ -38,6 +38,16 @@ pub(crate) fn info(node: &RaftNode) -> NodeInfo {
     NodeInfo { region: "east".into(), raft_addr: node.bound.to_string(), api_addr: String::new() }
 }
 
+/// Adds `node` (a learner, or a voter once caught up) to `leader`'s
+/// cluster; panics unless that is done `within`.
+pub(crate) async fn add(leader: &RaftNode, node: &RaftNode, voter: bool, within: Duration) {
+    let id = node.control.id;
+    tokio::time::timeout(within, leader.control.add_member(id, info(node), voter))
+        .await
+        .unwrap_or_else(|_| panic!("node {id} not added within {within:?}"))
+        .unwrap_or_else(|e| panic!("node {id} not added: {e}"));
+}
+
 /// A one-node cluster of node 1 that leads (bounded wait: 30 s).
 pub(crate) async fn leader() -> (RaftNode, tempfile::TempDir) {
     leader_timed(Timing::default()).await
