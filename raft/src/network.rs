@@ -318,8 +318,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
         let res = self.call("append_entries", &rpc, ttl.saturating_sub(started.elapsed())).await;
         if let (Ok(AppendEntriesResponse::Success), Some(commit)) = (&res, rpc.leader_commit) {
+            let through = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id).map_or(0, |l| l.index);
             if rpc.vote.is_committed() {
-                self.outbox.commit_told(rpc.vote.leader_id(), self.target, commit.index);
+                self.outbox.commit_told(rpc.vote.leader_id(), self.target, commit.index, through);
             }
         }
         res

@@ -438,9 +438,12 @@ impl Outbox {
         ForwardInHand { outbox: self, peer }
     }
 
-    /// `peer` answered an AppendEntries of openraft's under `leader` that
-    /// carried `commit`: it has seen the commit up to there.
-    pub(crate) fn commit_told(&self, leader: &Leader, peer: NodeId, commit: u64) {
+    /// `peer` answered `Success` to an AppendEntries of openraft's under
+    /// `leader` that carried `commit` and matched the leader's log through
+    /// `through`: it has seen the commit up to the lower of the two (a
+    /// follower commits no further than what it accepted from the leader).
+    pub(crate) fn commit_told(&self, leader: &Leader, peer: NodeId, commit: u64, through: u64) {
+        let commit = commit.min(through);
         self.acks.send_if_modified(|a| {
             if a.leader.as_ref() == Some(leader) {
                 let seen = a.commit_seen.entry(peer).or_insert(0);
@@ -982,9 +985,11 @@ mod tests {
             in_hand.answered(14);
         }
         assert!(!o.heard_lately(4, &notice(12), within), "owed commit 14");
-        o.commit_told(&l, 4, 13);
+        o.commit_told(&l, 4, 13, 20);
         assert!(!o.heard_lately(4, &notice(12), within), "told 13 only");
-        o.commit_told(&l, 4, 14);
+        o.commit_told(&l, 4, 14, 13);
+        assert!(!o.heard_lately(4, &notice(12), within), "commit 14 told with the log matched through 13 only");
+        o.commit_told(&l, 4, 14, 14);
         assert!(o.heard_lately(4, &notice(12), within), "told the write's commit");
         // A new leadership forgets every acceptance.
         o.set_leader(Some(LeaderId::new(4, 1)));
