@@ -80,6 +80,11 @@ pub struct Timing {
     /// at most about 1.5 heartbeat intervals later once writes stop (see
     /// `shipper`). Off: every such request is sent.
     pub elide_empty_appends: bool,
+    /// AppendEntries (openraft's and the shipper's) travel as messages of
+    /// one long-lived gRPC stream per peer instead of one unary call each
+    /// (see `append_stream`); a peer built without streams gets unary
+    /// calls. Off: unary calls only.
+    pub stream_appends: bool,
     /// TEST ONLY, breaks RPO = 0 on purpose: acknowledge `sync`-mode writes
     /// once committed, without waiting for a secondary-region node. It
     /// exists so the chaos harness can show that its RPO check catches a
@@ -105,6 +110,7 @@ impl Default for Timing {
             ship_to_secondary: true,
             ship_to_primary: true,
             elide_empty_appends: true,
+            stream_appends: true,
             unsafe_ack_before_secondary: false,
         }
     }

@@ -15,6 +15,7 @@
 // demand; boxing it in our helpers would only add conversions at every `?`.
 #![allow(clippy::result_large_err)]
 
+pub mod append_stream;
 pub mod batcher;
 pub mod command;
 pub mod control;
@@ -141,7 +142,8 @@ impl RaftNode {
             tls.clone(),
             Duration::from_millis(t.election_timeout_min_ms.max(200)),
             cfg.dial_overrides.clone(),
-        );
+        )
+        .stream_appends(t.stream_appends);
         let contacts = Arc::new(PeerContacts::default());
         let handoff = Arc::new(placement::Handoff::default());
         let network = NetworkFactory {
@@ -216,7 +218,7 @@ impl RaftNode {
         }
         let router = builder
             .add_service(
-                RaftServer::new(service::RaftService { control: control.clone() })
+                RaftServer::new(service::RaftService { control: control.clone(), shutdown: shutdown_rx.clone() })
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )

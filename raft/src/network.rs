@@ -1,6 +1,7 @@
 //! Raft transport over tonic: one long-lived HTTP/2 channel per peer
-//! address (reused across leader changes and by forwarded writes), a
-//! deadline on every RPC, and a record of the last successful contact with
+//! address (reused across leader changes and by forwarded writes), on it
+//! one long-lived stream for AppendEntries (`append_stream`), a deadline on
+//! every RPC, and a record of the last successful contact with
 //! each peer, which the replication-mode controller reads.
 
 use std::collections::HashMap;
@@ -20,6 +21,9 @@ use openraft::EntryPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::append_stream::AppendStreams;
 
 use crate::epoch::EpochState;
 use crate::tls::PeerTls;
@@ -82,11 +86,50 @@ pub struct Channels {
     /// addresses recorded in the membership.
     dial_overrides: Arc<HashMap<String, String>>,
     map: Arc<Mutex<HashMap<String, Channel>>>,
+    /// AppendEntries travel on one stream per peer (see `append_stream`);
+    /// `None`: one unary call each (`raft.stream_appends = false`).
+    streams: Option<Arc<AppendStreams>>,
 }
 
 impl Channels {
     pub fn new(tls: Option<PeerTls>, connect_timeout: Duration, dial_overrides: HashMap<String, String>) -> Self {
-        Self { tls, connect_timeout, dial_overrides: Arc::new(dial_overrides), map: Arc::default() }
+        Self {
+            tls,
+            connect_timeout,
+            dial_overrides: Arc::new(dial_overrides),
+            map: Arc::default(),
+            streams: Some(Arc::default()),
+        }
+    }
+
+    /// Whether AppendEntries go on one stream per peer (the default) or
+    /// as unary calls.
+    pub fn stream_appends(mut self, on: bool) -> Self {
+        self.streams = on.then(Arc::default);
+        self
+    }
+
+    /// One AppendEntries to `addr`: on its stream when streams are on and
+    /// the peer serves them, else a unary call. A peer that answers the
+    /// stream `Unimplemented` (an older build) is sent unary calls from
+    /// then on; this request fails with that status (nothing was taken)
+    /// and the caller sends it again.
+    pub async fn append_entries(&self, addr: &str, msg: RaftMessage, timeout: Duration) -> Result<RaftMessage, Status> {
+        let Some(streams) = self.streams.as_ref().filter(|s| s.streams_to(addr)) else {
+            return self.unary_append(addr, msg, timeout).await;
+        };
+        let result = streams.call(self, addr, msg, timeout).await;
+        if result.as_ref().is_err_and(|s| s.code() == tonic::Code::Unimplemented) {
+            streams.unary_from_now(addr);
+        }
+        result
+    }
+
+    async fn unary_append(&self, addr: &str, msg: RaftMessage, timeout: Duration) -> Result<RaftMessage, Status> {
+        let mut client = self.raft_client(addr).map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(msg);
+        request.set_timeout(timeout);
+        client.append_entries(request).await.map(tonic::Response::into_inner)
     }
 
     /// The channel to `addr`, created lazily (connects on first use and
@@ -230,22 +273,37 @@ impl PeerClient {
                 "replication paused for a leadership handoff",
             ))));
         }
-        let payload = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client =
-            self.channels.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut request = tonic::Request::new(RaftMessage { payload, epoch: self.epoch.epoch() });
-        request.set_timeout(timeout);
+        let encode = || {
+            serde_json::to_vec(req)
+                .map(|payload| RaftMessage { payload, epoch: self.epoch.epoch(), seq: 0 })
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        };
         let started = Instant::now();
         let result = match rpc {
-            "append_entries" | "ship" => client.append_entries(request).await,
-            "vote" => client.vote(request).await,
-            _ => client.install_snapshot(request).await,
+            "append_entries" | "ship" => match self.channels.append_entries(&self.addr, encode()?, timeout).await {
+                // The peer serves no streams (see `Channels::append_entries`).
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    self.channels.append_entries(&self.addr, encode()?, timeout.saturating_sub(started.elapsed())).await
+                }
+                result => result,
+            },
+            _ => {
+                let mut client =
+                    self.channels.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                let mut request = tonic::Request::new(encode()?);
+                request.set_timeout(timeout);
+                match rpc {
+                    "vote" => client.vote(request).await,
+                    _ => client.install_snapshot(request).await,
+                }
+                .map(tonic::Response::into_inner)
+            }
         };
         let elapsed = started.elapsed().as_secs_f64();
         let target = self.target.to_string();
         metrics::histogram!("attest_raft_rpc_seconds", "rpc" => rpc, "peer" => target.clone()).record(elapsed);
         let reply = match result {
-            Ok(r) => r.into_inner(),
+            Ok(r) => r,
             Err(status) => {
                 metrics::counter!("attest_raft_rpc_errors_total", "rpc" => rpc, "peer" => target).increment(1);
                 if let Some(newer) = crate::epoch::epoch_from_status(&status) {

@@ -20,14 +20,17 @@ fn decode<T: serde::de::DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> 
     serde_json::from_slice(&m.payload).map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
 
-fn encode<T: serde::Serialize>(v: &T, epoch: u64) -> Result<Response<RaftMessage>, Status> {
+fn encode<T: serde::Serialize>(v: &T, epoch: u64) -> Result<RaftMessage, Status> {
     serde_json::to_vec(v)
-        .map(|payload| Response::new(RaftMessage { payload, epoch }))
+        .map(|payload| RaftMessage { payload, epoch, seq: 0 })
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+#[derive(Clone)]
 pub struct RaftService {
     pub control: Arc<ControlPlane>,
+    /// Becomes `true` when the node shuts down: open append streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RaftService {
@@ -66,14 +69,12 @@ impl RaftService {
         }
         Ok(())
     }
-}
 
-#[tonic::async_trait]
-impl RaftRpc for RaftService {
-    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    /// One AppendEntries, unary or from a stream.
+    async fn append(&self, req: &RaftMessage) -> Result<RaftMessage, Status> {
         let _served = Served::start("append_entries");
-        self.gate(req.get_ref().epoch)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        self.gate(req.epoch)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
         let res = self.control.raft().append_entries(rpc).await;
         // Contact with a leader whose vote we accept keeps this node's
         // control plane "writable" (writes are forwarded to it).
@@ -84,12 +85,38 @@ impl RaftRpc for RaftService {
         }
         encode(&res, self.control.epoch.epoch())
     }
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.append(req.get_ref()).await.map(Response::new)
+    }
+
+    type AppendStreamStream = tokio_stream::wrappers::ReceiverStream<Result<RaftMessage, Status>>;
+
+    async fn append_stream(
+        &self,
+        req: Request<tonic::Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let svc = self.clone();
+        let mut shutdown = self.shutdown.clone();
+        let stop = async move {
+            // (A dropped sender: the node is gone.)
+            let _ = shutdown.wait_for(|down| *down).await;
+        };
+        let handle = move |msg: RaftMessage| {
+            let svc = svc.clone();
+            async move { svc.append(&msg).await }
+        };
+        Ok(Response::new(crate::append_stream::serve(req.into_inner(), handle, stop)))
+    }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let _served = Served::start("vote");
         self.gate(req.get_ref().epoch)?;
         let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
-        encode(&self.control.raft().vote(rpc).await, self.control.epoch.epoch())
+        encode(&self.control.raft().vote(rpc).await, self.control.epoch.epoch()).map(Response::new)
     }
 
     async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -100,7 +127,7 @@ impl RaftRpc for RaftService {
         if res.is_ok() {
             self.control.leader_contact.touch();
         }
-        encode(&res, self.control.epoch.epoch())
+        encode(&res, self.control.epoch.epoch()).map(Response::new)
     }
 }
 
