@@ -16,7 +16,8 @@
 //! status, like a failed unary call (a refusal of our epoch, for one,
 //! arrives as the stream's status with the peer's epoch record in its
 //! metadata). A peer built before `AppendStream` answers `Unimplemented`:
-//! its address is remembered and served unary from then on.
+//! its address is remembered and served unary from then on (until this
+//! node restarts, which a rolling upgrade does anyway).
 //!
 //! Server side ([`serve`]): the requests of a stream are handed to Raft in
 //! arrival order and handled concurrently (a follower answers a request

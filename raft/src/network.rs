@@ -24,7 +24,6 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
 use crate::append_stream::AppendStreams;
-
 use crate::epoch::EpochState;
 use crate::tls::PeerTls;
 use crate::types::{Entry, NodeId, NodeInfo, TypeConfig};
@@ -112,7 +111,7 @@ impl Channels {
     /// One AppendEntries to `addr`: on its stream when streams are on and
     /// the peer serves them, else a unary call. A peer that answers the
     /// stream `Unimplemented` (an older build) is sent unary calls from
-    /// then on; this request fails with that status (nothing was taken)
+    /// then on, until this node restarts; this request fails with that status (nothing was taken)
     /// and the caller sends it again.
     pub async fn append_entries(&self, addr: &str, msg: RaftMessage, timeout: Duration) -> Result<RaftMessage, Status> {
         let Some(streams) = self.streams.as_ref().filter(|s| s.streams_to(addr)) else {
