@@ -338,6 +338,11 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(20);
 
+    /// The payload `addr` answered `payload` with, if it answered.
+    async fn echoed(ch: &Channels, addr: &str, payload: &[u8]) -> Option<Vec<u8>> {
+        ch.append_entries(addr, msg(payload), LONG).await.map(|m| m.payload).ok()
+    }
+
     #[tokio::test]
     async fn each_request_gets_its_own_answer_and_a_slow_one_holds_back_no_other() {
         let addr = start(Peer { streams: true }).await;
@@ -357,10 +362,7 @@ mod tests {
         assert_eq!(format!("{quick:?}"), format!("{want:?}"));
         assert_eq!(slow.map(|m| m.payload).map_err(|s| s.code()), Err(tonic::Code::DeadlineExceeded));
         // The lane outlived the request that gave up.
-        assert_eq!(
-            ch.append_entries(&addr, msg(b"after"), LONG).await.map(|m| m.payload).ok(),
-            Some(b"after".to_vec())
-        );
+        assert_eq!(echoed(&ch, &addr, b"after").await, Some(b"after".to_vec()));
     }
 
     #[tokio::test]
@@ -374,10 +376,7 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
             assert_eq!(epoch_from_status(&status).map(|r| r.epoch), Some(7), "the epoch record travels: {status:?}");
         }
-        assert_eq!(
-            ch.append_entries(&addr, msg(b"again"), LONG).await.map(|m| m.payload).ok(),
-            Some(b"again".to_vec())
-        );
+        assert_eq!(echoed(&ch, &addr, b"again").await, Some(b"again".to_vec()));
     }
 
     #[tokio::test]
@@ -386,9 +385,9 @@ mod tests {
         let ch = channels();
         let first = ch.append_entries(&addr, msg(b"one"), LONG).await;
         assert_eq!(first.map_err(|s| s.code()).err(), Some(tonic::Code::Unimplemented));
-        assert_eq!(ch.append_entries(&addr, msg(b"two"), LONG).await.map(|m| m.payload).ok(), Some(b"two".to_vec()));
+        assert_eq!(echoed(&ch, &addr, b"two").await, Some(b"two".to_vec()));
         // Streams off: unary from the start.
         let ch = channels().stream_appends(false);
-        assert_eq!(ch.append_entries(&addr, msg(b"one"), LONG).await.map(|m| m.payload).ok(), Some(b"one".to_vec()));
+        assert_eq!(echoed(&ch, &addr, b"one").await, Some(b"one".to_vec()));
     }
 }

@@ -115,7 +115,7 @@ impl Channels {
     /// and the caller sends it again.
     pub async fn append_entries(&self, addr: &str, msg: RaftMessage, timeout: Duration) -> Result<RaftMessage, Status> {
         let Some(streams) = self.streams.as_ref().filter(|s| s.streams_to(addr)) else {
-            return self.unary_append(addr, msg, timeout).await;
+            return self.unary(addr, "append_entries", msg, timeout).await;
         };
         let result = streams.call(self, addr, msg, timeout).await;
         if result.as_ref().is_err_and(|s| s.code() == tonic::Code::Unimplemented) {
@@ -124,11 +124,24 @@ impl Channels {
         result
     }
 
-    async fn unary_append(&self, addr: &str, msg: RaftMessage, timeout: Duration) -> Result<RaftMessage, Status> {
+    /// One unary Raft call: `rpc` is `append_entries`, `vote` or
+    /// `install_snapshot`.
+    pub async fn unary(
+        &self,
+        addr: &str,
+        rpc: &str,
+        msg: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, Status> {
         let mut client = self.raft_client(addr).map_err(|e| Status::unavailable(e.to_string()))?;
         let mut request = tonic::Request::new(msg);
         request.set_timeout(timeout);
-        client.append_entries(request).await.map(tonic::Response::into_inner)
+        match rpc {
+            "append_entries" => client.append_entries(request).await,
+            "vote" => client.vote(request).await,
+            _ => client.install_snapshot(request).await,
+        }
+        .map(tonic::Response::into_inner)
     }
 
     /// The channel to `addr`, created lazily (connects on first use and
@@ -286,17 +299,7 @@ impl PeerClient {
                 }
                 result => result,
             },
-            _ => {
-                let mut client =
-                    self.channels.raft_client(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-                let mut request = tonic::Request::new(encode()?);
-                request.set_timeout(timeout);
-                match rpc {
-                    "vote" => client.vote(request).await,
-                    _ => client.install_snapshot(request).await,
-                }
-                .map(tonic::Response::into_inner)
-            }
+            _ => self.channels.unary(&self.addr, rpc, encode()?, timeout).await,
         };
         let elapsed = started.elapsed().as_secs_f64();
         let target = self.target.to_string();
