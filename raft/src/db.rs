@@ -1,8 +1,7 @@
 //! The node's one RocksDB instance and its column families.
 //!
-//! Log and state machine share one database so that they share one WAL: a
-//! synced log append also makes every earlier state-machine write durable,
-//! and a crash never leaves the state machine ahead of the log it came from.
+//! Log, snapshot and metadata share one database and one WAL, so a synced
+//! write of any of them also makes every earlier write durable.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,7 +12,9 @@ use rocksdb::{ColumnFamilyDescriptor, Options, DB};
 pub const CF_LOGS: &str = "logs";
 /// Vote, committed and purged log ids, state-machine metadata, snapshot.
 pub const CF_META: &str = "meta";
-/// The control-plane state, one key per item (see `state::Mutation`).
+/// The control-plane state, one key per item (see `state::Mutation`), as
+/// earlier versions wrote it on every apply; now only read until the first
+/// snapshot replaces it (see `state_machine`).
 pub const CF_STATE: &str = "state";
 
 #[derive(Debug, thiserror::Error)]

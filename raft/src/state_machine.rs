@@ -1,12 +1,20 @@
 //! The Raft state machine: applies committed commands to [`ControlState`],
-//! persists them in RocksDB, builds and installs snapshots.
+//! builds and installs snapshots.
 //!
-//! Apply writes are not synced on their own: they share the WAL with the
-//! log, whose appends are synced, and the applied log id is written in the
-//! same batch as the data it covers, so after a crash the state machine is at
-//! some consistent applied index and openraft re-applies the rest from the
-//! log. Before a snapshot lets the log be purged, the WAL is synced, so the
-//! state machine is never behind a purge point on disk.
+//! **Persistence is the snapshot plus the log.** Applying changes memory
+//! only; the state on disk is the latest snapshot (stored synced, raw
+//! bytes, in `meta`), and every entry after it is in the synced log, which
+//! is purged only behind a stored snapshot. At start the snapshot is
+//! decoded and openraft re-applies the committed entries after it
+//! (`read_committed`, saved before each apply). Why: writing each applied
+//! request's keys (the record, its dedup slot, its audit entry) into
+//! RocksDB as well cost the loaded cluster ~15 % of its CPU per write
+//! (BENCHMARKS.md, session 27), and the log already holds them durably.
+//!
+//! The `state` column family (one key per item, written on every apply by
+//! earlier versions) is read only when it is newer than the stored
+//! snapshot (a node upgraded before its first new snapshot), and cleared by
+//! the next snapshot built or installed.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
@@ -102,8 +110,9 @@ fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Displa
 }
 
 impl StateMachineStore {
-    /// Loads the persisted state (fast: one scan of the state column family;
-    /// the restart benchmark with 10 000 policies depends on it).
+    /// Loads the persisted state (the stored snapshot, or the legacy state
+    /// column family; see the module docs). openraft then re-applies the
+    /// committed entries after it.
     pub fn open(db: Arc<DB>) -> Result<(Self, StateHandle), StorageError> {
         let (applied_tx, applied_rx) = watch::channel(0);
         let shared = SmShared { state: Arc::default(), applied_tx: Arc::new(applied_tx) };
@@ -142,6 +151,13 @@ impl StateMachineStore {
             }
             None => StoredMembership::default(),
         };
+        let snapshot = load_snapshot(&db)?;
+        let legacy_newer = last_applied.is_some_and(|a| snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id < Some(a)));
+        if let Some((meta, data)) = snapshot.filter(|_| !legacy_newer) {
+            let state: ControlState = serde_json::from_slice(&data)
+                .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
+            return Ok(Self::install(db, shared, state, meta.last_log_id, meta.last_membership));
+        }
         let mut state = ControlState::default();
         let mut legacy_dedup = false;
         for item in db.iterator_cf(cf_state, IteratorMode::Start) {
@@ -155,38 +171,30 @@ impl StateMachineStore {
         if legacy_dedup {
             migrate_dedup(&db, &state)?;
         }
-        let applied_idx = last_applied.map(|l| l.index).unwrap_or(0);
+        Ok(Self::install(db, shared, state, last_applied, membership))
+    }
+
+    /// Makes `state` (applied through `last_applied`) the one the API reads.
+    fn install(
+        db: Arc<DB>,
+        shared: &SmShared,
+        state: ControlState,
+        last_applied: Option<LogId>,
+        membership: StoredMembership,
+    ) -> Self {
         {
             let mut guard = shared.state.write().unwrap_or_else(|p| p.into_inner());
             *guard = state;
         }
-        shared.applied_tx.send_replace(applied_idx);
-        Ok(Self {
+        shared.applied_tx.send_replace(last_applied.map(|l| l.index).unwrap_or(0));
+        Self {
             db,
             state: shared.state.clone(),
             applied_tx: shared.applied_tx.clone(),
             last_applied,
             membership,
             snapshot_seq: 0,
-        })
-    }
-
-    fn cf_meta(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(CF_META).expect("meta column family exists")
-    }
-
-    fn cf_state(&self) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(CF_STATE).expect("state column family exists")
-    }
-
-    fn write_meta(&self, batch: &mut WriteBatch) -> Result<(), StorageError> {
-        let a = serde_json::to_vec(&self.last_applied)
-            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
-        let m = serde_json::to_vec(&self.membership)
-            .map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
-        batch.put_cf(self.cf_meta(), KEY_APPLIED, a);
-        batch.put_cf(self.cf_meta(), KEY_MEMBERSHIP, m);
-        Ok(())
+        }
     }
 }
 
@@ -219,13 +227,19 @@ fn migrate_dedup(db: &DB, state: &ControlState) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Stores the snapshot as the node's persisted state, in one synced batch
+/// that also drops the legacy per-item state (see the module docs).
 fn store_snapshot(db: &DB, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
     let meta_json = serde_json::to_vec(meta).map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
     let cf = db.cf_handle(CF_META).expect("meta column family exists");
+    let cf_state = db.cf_handle(CF_STATE).expect("state column family exists");
     let mut batch = WriteBatch::default();
     batch.put_cf(cf, KEY_SNAPSHOT_META, meta_json);
     batch.put_cf(cf, KEY_SNAPSHOT_DATA, data);
     batch.delete_cf(cf, KEY_SNAPSHOT_LEGACY);
+    batch.delete_cf(cf, KEY_APPLIED);
+    batch.delete_cf(cf, KEY_MEMBERSHIP);
+    batch.delete_range_cf(cf_state, b"".as_slice(), [0xffu8; 64].as_slice());
     let mut w = WriteOptions::default();
     w.set_sync(true);
     db.write_opt(batch, &w).map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))
@@ -270,9 +284,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let data = crate::db::off_worker(|| {
             let data =
                 serde_json::to_vec(&self.state).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-            // Everything applied so far must be on disk before openraft may
-            // purge the log behind this snapshot.
-            self.db.flush_wal(true).map_err(|e| sto_err(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+            // Synced: openraft purges the log behind it once this returns.
             store_snapshot(&self.db, &meta, &data)?;
             Ok::<_, StorageError>(data)
         })?;
@@ -294,7 +306,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = WriteBatch::default();
         let mut out = Vec::new();
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
@@ -303,12 +314,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Blank => out.push(Response { index: entry.log_id.index, ..Default::default() }),
                     EntryPayload::Normal(req) => {
-                        let (resp, muts) = state.apply(entry.log_id.index, &req, req.proposed_at_ms);
+                        let (resp, _) = state.apply(entry.log_id.index, &req, req.proposed_at_ms);
                         for r in req.client_requests() {
                             metrics::counter!("attest_control_commands_applied_total", "kind" => r.command.kind())
                                 .increment(1);
                         }
-                        add_mutations(&mut batch, self.cf_state(), muts);
                         out.push(resp);
                     }
                     EntryPayload::Membership(m) => {
@@ -317,8 +327,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             }
-            self.write_meta(&mut batch)?;
-            self.db.write(batch).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
         }
         let idx = self.last_applied.map(|l| l.index).unwrap_or(0);
         self.applied_tx.send_replace(idx);
@@ -353,21 +361,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let new_state = crate::db::off_worker(|| {
             let new_state: ControlState = serde_json::from_slice(&data)
                 .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
-            let mut batch = WriteBatch::default();
-            // Replace the whole state column family atomically with the snapshot.
-            batch.delete_range_cf(self.cf_state(), b"".as_slice(), [0xffu8; 64].as_slice());
-            add_mutations(&mut batch, self.cf_state(), new_state.all_keys());
-            self.last_applied = meta.last_log_id;
-            self.membership = meta.last_membership.clone();
-            self.write_meta(&mut batch)?;
-            let mut w = WriteOptions::default();
-            w.set_sync(true);
-            self.db
-                .write_opt(batch, &w)
-                .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e))?;
             store_snapshot(&self.db, meta, &data)?;
             Ok::<_, StorageError>(new_state)
         })?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
         {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             *guard = new_state;
@@ -396,6 +394,63 @@ mod tests {
             last_membership: StoredMembership::default(),
             snapshot_id: format!("1-{index}-1"),
         }
+    }
+
+    fn noop(index: u64) -> Entry {
+        let req =
+            Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command: Command::Noop };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(req.into()),
+        }
+    }
+
+    fn remembered(h: &StateHandle) -> Vec<String> {
+        let mut ids: Vec<String> = h.read(|s| s.dedup.keys().cloned().collect());
+        ids.sort();
+        ids
+    }
+
+    /// Applying writes nothing to disk; a reopened store holds the stored
+    /// snapshot and its applied id (openraft re-applies the log after it).
+    /// A legacy state column family newer than the snapshot wins, and the
+    /// next stored snapshot clears it.
+    #[tokio::test]
+    async fn the_persisted_state_is_the_snapshot_and_the_legacy_state_only_while_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let (mut sm, _) = StateMachineStore::open(db.clone()).unwrap();
+        sm.apply((1..=3).map(noop)).await.unwrap();
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
+        sm.apply([noop(4)]).await.unwrap();
+        let cf_state = db.cf_handle(CF_STATE).unwrap();
+        assert_eq!(db.iterator_cf(cf_state, IteratorMode::Start).count(), 0, "apply writes nothing");
+        drop(sm);
+
+        let (mut sm, h) = StateMachineStore::open(db.clone()).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0.map(|l| l.index), Some(3));
+        assert_eq!((h.applied_index(), remembered(&h)), (3, vec!["r1".to_string(), "r2".into(), "r3".into()]));
+
+        // An earlier version's per-item state at index 5, newer than the snapshot.
+        let (mut legacy, _) = StateMachineStore::open(db.clone()).unwrap();
+        legacy.apply((4..=5).map(noop)).await.unwrap();
+        let muts = legacy.state.read().unwrap().all_keys();
+        let mut batch = WriteBatch::default();
+        add_mutations(&mut batch, cf_state, muts);
+        let cf_meta = db.cf_handle(CF_META).unwrap();
+        batch.put_cf(cf_meta, KEY_APPLIED, serde_json::to_vec(&Some(noop(5).log_id)).unwrap());
+        db.write(batch).unwrap();
+        let (_, h) = StateMachineStore::open(db.clone()).unwrap();
+        assert_eq!((h.applied_index(), remembered(&h).len()), (5, 5), "the newer legacy state is loaded");
+
+        // A snapshot stored later is the state from then on; the legacy keys go.
+        sm.apply((4..=6).map(noop)).await.unwrap();
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(db.iterator_cf(cf_state, IteratorMode::Start).count(), 0);
+        assert!(db.get_cf(cf_meta, KEY_APPLIED).unwrap().is_none());
+        let (_, h) = StateMachineStore::open(db).unwrap();
+        assert_eq!((h.applied_index(), remembered(&h).len()), (6, 6));
     }
 
     #[test]
