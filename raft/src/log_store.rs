@@ -211,6 +211,12 @@ impl LogStore {
         Ok(out)
     }
 
+    /// Index of the last purged entry, if the log was ever purged (the
+    /// first entry on disk follows it); unreadable counts as never.
+    pub fn last_purged_index(&self) -> Option<u64> {
+        self.get_meta::<LogId>(KEY_PURGED).ok().flatten().map(|l| l.index)
+    }
+
     /// The vote on disk (recovery reports; Raft reads it through the trait).
     pub fn stored_vote(&self) -> Result<Option<Vote>, StorageError> {
         self.get_meta(KEY_VOTE)
@@ -471,6 +477,14 @@ mod tests {
         assert_eq!(got(store.limited_get_log_entries(2, 301).await.expect("read")), vec![2, 3, 4]);
         assert_eq!(got(store.limited_get_log_entries(5, 301).await.expect("read")), vec![5]);
         assert_eq!(store.entries_from(1, 256).expect("read").len(), 10);
+        assert_eq!(store.last_purged_index(), None);
+        store.purge(entries_log_id(4)).await.expect("purged");
+        assert_eq!(store.last_purged_index(), Some(4));
+        assert_eq!(got(store.entries_from(1, 256).expect("read")), (5..=10).collect::<Vec<_>>());
+    }
+
+    fn entries_log_id(index: u64) -> LogId {
+        LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
     }
 
     #[test]

@@ -1094,7 +1094,10 @@ pub fn known_peers(log: &LogStore, sm: &StateMachineStore, me: NodeId) -> Vec<St
             addrs.insert(n.raft_addr.clone());
         }
     }
+    // The stored membership may predate the log's purge point (it comes
+    // with the snapshot): scan what the log still holds after both.
     let from = sm.stored_membership().log_id().map(|l| l.index + 1).unwrap_or(0);
+    let from = from.max(log.last_purged_index().map_or(0, |i| i + 1));
     if let Ok(tail) = log.entries_from(from, 10_000) {
         for e in tail {
             if let EntryPayload::Membership(m) = &e.payload {

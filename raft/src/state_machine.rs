@@ -15,6 +15,11 @@
 //! earlier versions) is read only when it is newer than the stored
 //! snapshot (a node upgraded before its first new snapshot), and cleared by
 //! the next snapshot built or installed.
+//!
+//! A Raft restarted inside the process (forced promotion, re-seed) reloads
+//! the state the same way, so for the moment between [`StateMachineStore::reopen`]
+//! and openraft's re-apply the API reads the snapshot's state, not the
+//! newer one it held before.
 
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
