@@ -404,10 +404,7 @@ mod tests {
     fn entry(index: u64) -> Entry {
         let req =
             Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command: Command::Noop };
-        Entry {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(req.into()),
-        }
+        Entry { log_id: entries_log_id(index), payload: openraft::EntryPayload::Normal(req.into()) }
     }
 
     fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
@@ -438,10 +435,7 @@ mod tests {
     fn collateral(index: u64, bytes: usize) -> Entry {
         let command = Command::PutCollateral { key: format!("k{index}"), blob_b64: "A".repeat(bytes) };
         let req = Request { request_id: format!("r{index}"), actor: "t".into(), proposed_at_ms: 0, command };
-        Entry {
-            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(req.into()),
-        }
+        Entry { log_id: entries_log_id(index), payload: openraft::EntryPayload::Normal(req.into()) }
     }
 
     /// openraft asks for up to 300 entries per AppendEntries; it gets the

@@ -150,12 +150,6 @@ impl StateMachineStore {
             }
             None => None,
         };
-        let membership: StoredMembership = match read(KEY_MEMBERSHIP)? {
-            Some(b) => {
-                serde_json::from_slice(&b).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?
-            }
-            None => StoredMembership::default(),
-        };
         let snapshot = load_snapshot(&db)?;
         let legacy_newer = last_applied.is_some_and(|a| snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id < Some(a)));
         if let Some((meta, data)) = snapshot.filter(|_| !legacy_newer) {
@@ -163,6 +157,12 @@ impl StateMachineStore {
                 .map_err(|e| sto_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
             return Ok(Self::install(db, shared, state, meta.last_log_id, meta.last_membership));
         }
+        let membership: StoredMembership = match read(KEY_MEMBERSHIP)? {
+            Some(b) => {
+                serde_json::from_slice(&b).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e))?
+            }
+            None => StoredMembership::default(),
+        };
         let mut state = ControlState::default();
         let mut legacy_dedup = false;
         for item in db.iterator_cf(cf_state, IteratorMode::Start) {
