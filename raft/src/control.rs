@@ -50,6 +50,12 @@ pub struct Timing {
     pub write_timeout_ms: u64,
     /// Entries since the last snapshot that trigger a new one.
     pub snapshot_logs_since_last: u64,
+    /// Bytes of requests applied since the last snapshot that trigger a new
+    /// one, whichever of the two limits comes first. What a restart
+    /// re-applies is the log after the snapshot, and an entry may carry up
+    /// to ~1 MiB, so the entry count alone does not bound it (see
+    /// `state_machine`).
+    pub snapshot_bytes_since_last: u64,
     /// Entries kept in the log behind a snapshot (for slow followers).
     pub max_in_snapshot_log_to_keep: u64,
     /// Deadline of one snapshot transfer (install) RPC.
@@ -104,6 +110,7 @@ impl Default for Timing {
             async_after_ms: 5000,
             write_timeout_ms: 10_000,
             snapshot_logs_since_last: 5000,
+            snapshot_bytes_since_last: 64 << 20,
             max_in_snapshot_log_to_keep: 1000,
             install_snapshot_timeout_ms: 10_000,
             leader_return_ms: 3_000,

@@ -118,10 +118,11 @@ impl RaftNode {
         let (batcher, batch_queue) = batcher::Batcher::channel();
         let log_store = log_store::LogStore::shared(db.clone(), outbox.clone(), Arc::default());
         let log_view = log_store.clone();
-        let (sm, state) = state_machine::StateMachineStore::open(db.clone())?;
-        let sm_shared = sm.shared();
-
         let t = &cfg.timing;
+        let (sm, state) = state_machine::StateMachineStore::open(db.clone(), t.snapshot_bytes_since_last)?;
+        let sm_shared = sm.shared();
+        let snapshot_trigger = sm.snapshot_trigger();
+
         let factor =
             if Some(&cfg.region) == cfg.secondary_region.as_ref() { t.secondary_election_factor.max(1) } else { 1 };
         let raft_config = Config {
@@ -258,6 +259,8 @@ impl RaftNode {
         );
         let proposer = control.clone();
         tokio::spawn(batch_queue.run(move || proposer.raft(), shutdown_rx.clone()));
+        let snapshotter = control.clone();
+        tokio::spawn(snapshot_trigger.run(move || snapshotter.raft(), shutdown_rx.clone()));
         tokio::spawn(shipper::Shipper { control: control.clone(), network: ship_network }.run(shutdown_rx.clone()));
         tokio::spawn(controller.run(shutdown_rx));
 

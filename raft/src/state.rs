@@ -2,10 +2,14 @@
 //! data plane reads from its own applied copy.
 //!
 //! [`ControlState::apply`] is a pure, deterministic function of the state and
-//! the request: it returns the [`Response`] and the list of key mutations the
-//! state machine persists in the same RocksDB write batch as the applied log
-//! id. Keeping it free of I/O lets it be unit-tested directly and keeps the
-//! RocksDB layout in one place (`state_machine.rs`).
+//! the request: it changes the state in memory and returns the
+//! [`Response`]. Free of I/O, it is unit-tested directly; the state machine
+//! persists the state through snapshots and the log (`state_machine.rs`).
+//!
+//! The per-item key layout (`load_key`) is what earlier versions wrote on
+//! every apply. It is still read, to load a node upgraded before its first
+//! new snapshot, and no longer written; `apply` does not build those keys
+//! (a JSON encoding of every record it changed, which the store discarded).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -21,9 +25,8 @@ use crate::types::NodeId;
 /// rates that is months of history.
 pub const DEDUP_CAPACITY: usize = 100_000;
 
-/// The oldest request ids are forgotten this many at a time, with one range
-/// deletion on disk: evicting one per write cost a point deletion (a
-/// memtable insert) per write on every node.
+/// The oldest request ids are forgotten this many at a time (one split of
+/// the eviction order, not a removal per write).
 pub const DEDUP_EVICT_CHUNK: usize = 1024;
 
 /// Key prefix of the dedup table: `dedupslot/{slot:020}` holds a
@@ -158,23 +161,6 @@ pub struct ControlState {
     pub dedup_order: BTreeMap<u64, String>,
 }
 
-/// One persisted key change produced by [`ControlState::apply`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mutation {
-    Put {
-        key: String,
-        value: Vec<u8>,
-    },
-    Delete {
-        key: String,
-    },
-    /// Deletes every key in `[from, to)`.
-    DeleteRange {
-        from: String,
-        to: String,
-    },
-}
-
 /// Key of a policy: provider names are case-insensitive (DNS labels), the
 /// attestation type is stored in its canonical spelling by the API layer.
 pub fn policy_key(provider: &str, attestation_type: &str) -> String {
@@ -193,11 +179,13 @@ fn err(code: &str, message: impl Into<String>) -> Option<CommandError> {
     Some(CommandError { code: code.to_string(), message: message.into() })
 }
 
-fn put<T: Serialize>(muts: &mut Vec<Mutation>, key: String, value: &T) {
+/// One key of the legacy per-item layout (see the module docs) and its value.
+pub type LegacyKey = (String, Vec<u8>);
+
+fn put<T: Serialize>(keys: &mut Vec<LegacyKey>, key: String, value: &T) {
     // Serializing these plain structs cannot fail; an empty value would be
     // caught by the loader's error path rather than panicking here.
-    let value = serde_json::to_vec(value).unwrap_or_default();
-    muts.push(Mutation::Put { key, value });
+    keys.push((key, serde_json::to_vec(value).unwrap_or_default()));
 }
 
 /// Requests one log entry may carry (see `batcher::MAX_BATCH`).
@@ -210,68 +198,61 @@ pub fn dedup_slot(index: u64, pos: u64) -> u64 {
 }
 
 impl ControlState {
-    /// Applies one request at log `index`; returns the response and the keys
-    /// to persist. A request id seen before returns the stored response with
+    /// Applies one request at log `index` and returns its response. A
+    /// request id seen before returns the stored response with
     /// `duplicate = true` and changes nothing.
-    pub fn apply(&mut self, index: u64, req: &Request, proposed_at_ms: u64) -> (Response, Vec<Mutation>) {
+    pub fn apply(&mut self, index: u64, req: &Request, proposed_at_ms: u64) -> Response {
         let Command::Batch { requests } = &req.command else {
             return self.apply_one(index, 0, req, proposed_at_ms);
         };
         // The batch envelope itself is not remembered: its id is the
         // leader's, never a client's, and retries resend members, not it.
-        let mut muts = Vec::new();
         let mut batch = Vec::with_capacity(requests.len());
         for (pos, r) in requests.iter().enumerate() {
-            let (resp, m) = if matches!(r.command, Command::Batch { .. }) {
-                (Response { index, error: err("InvalidOperation", "nested batch"), ..Default::default() }, Vec::new())
+            batch.push(if matches!(r.command, Command::Batch { .. }) {
+                Response { index, error: err("InvalidOperation", "nested batch"), ..Default::default() }
             } else {
                 self.apply_one(index, pos as u64, r, r.proposed_at_ms)
-            };
-            muts.extend(m);
-            batch.push(resp);
+            });
         }
-        (Response { index, batch, ..Default::default() }, muts)
+        Response { index, batch, ..Default::default() }
     }
 
     /// One client request, the `pos`-th of its log entry.
-    fn apply_one(&mut self, index: u64, pos: u64, req: &Request, proposed_at_ms: u64) -> (Response, Vec<Mutation>) {
+    fn apply_one(&mut self, index: u64, pos: u64, req: &Request, proposed_at_ms: u64) -> Response {
         if let Some(prev) = self.dedup.get(&req.request_id) {
             let mut r = prev.clone();
             r.duplicate = true;
-            return (r, Vec::new());
+            return r;
         }
-        let mut muts = Vec::new();
-        let (error, detail) = self.apply_command(index, &req.command, proposed_at_ms, &mut muts);
+        let (error, detail) = self.apply_command(index, &req.command, proposed_at_ms);
         if error.is_none() {
-            self.audit_of(index, req, &mut muts);
+            self.audit_of(index, req);
         }
         let resp = Response { index, error, duplicate: false, detail, batch: Vec::new() };
-        self.remember(dedup_slot(index, pos), &req.request_id, &resp, &mut muts);
-        (resp, muts)
+        self.remember(dedup_slot(index, pos), &req.request_id, &resp);
+        resp
     }
 
     /// `slot` orders the dedup table for eviction (see [`dedup_slot`]).
-    fn remember(&mut self, slot: u64, id: &str, resp: &Response, muts: &mut Vec<Mutation>) {
-        put(muts, dedup_slot_key(slot), &DedupRecord { id: id.into(), response: Cow::Borrowed(resp) });
+    fn remember(&mut self, slot: u64, id: &str, resp: &Response) {
         self.dedup.insert(id.to_string(), resp.clone());
         self.dedup_order.insert(slot, id.to_string());
         let len = self.dedup_order.len();
         if len > DEDUP_CAPACITY + DEDUP_EVICT_CHUNK {
-            // Everything below the oldest slot kept goes, in one range.
+            // Everything below the oldest slot kept goes at once.
             let Some(&keep_from) = self.dedup_order.keys().nth(len - DEDUP_CAPACITY) else { return };
             let kept = self.dedup_order.split_off(&keep_from);
             let evicted = std::mem::replace(&mut self.dedup_order, kept);
-            let Some(&first) = evicted.keys().next() else { return };
             for id in evicted.values() {
                 self.dedup.remove(id);
             }
-            muts.push(Mutation::DeleteRange { from: dedup_slot_key(first), to: dedup_slot_key(keep_from) });
         }
     }
 
-    /// The dedup table in its current key layout (for snapshots and the
-    /// migration of [`LEGACY_DEDUP_PREFIXES`]).
-    pub fn dedup_keys(&self) -> Vec<Mutation> {
+    /// The dedup table in the per-item layout's current form (to migrate
+    /// [`LEGACY_DEDUP_PREFIXES`] in a store that still reads that layout).
+    pub fn dedup_keys(&self) -> Vec<LegacyKey> {
         let mut m = Vec::with_capacity(self.dedup_order.len());
         for (slot, id) in &self.dedup_order {
             if let Some(response) = self.dedup.get(id) {
@@ -281,20 +262,13 @@ impl ControlState {
         m
     }
 
-    fn apply_command(
-        &mut self,
-        index: u64,
-        cmd: &Command,
-        now_ms: u64,
-        muts: &mut Vec<Mutation>,
-    ) -> (Option<CommandError>, Option<String>) {
+    fn apply_command(&mut self, index: u64, cmd: &Command, now_ms: u64) -> (Option<CommandError>, Option<String>) {
         match cmd {
             Command::Noop => (None, None),
             // `apply` unpacks batches; one nested inside another is refused there.
             Command::Batch { .. } => (err("InvalidOperation", "nested batch"), None),
             Command::SetTopology { primary, secondary } => {
                 let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
-                put(muts, "topology".into(), &t);
                 self.topology = Some(t);
                 (None, None)
             }
@@ -320,7 +294,6 @@ impl ControlState {
                     location: location.clone(),
                     attest_requires_auth: *attest_requires_auth,
                 };
-                put(muts, format!("provider/{key}"), &p);
                 self.providers.insert(key, p);
                 for pem in signer_certs {
                     let thumbprint = pem_thumbprint(pem);
@@ -331,7 +304,6 @@ impl ControlState {
                         version: index,
                     };
                     let k = signer_key(name, &thumbprint);
-                    put(muts, format!("signer/{k}"), &rec);
                     self.signers.insert(k, rec);
                 }
                 (None, None)
@@ -346,17 +318,14 @@ impl ControlState {
                     Some(_) => {}
                 }
                 self.providers.remove(&key);
-                muts.push(Mutation::Delete { key: format!("provider/{key}") });
                 let prefix = format!("{key}/");
                 let pols: Vec<String> = self.policies.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
                 for k in pols {
                     self.policies.remove(&k);
-                    muts.push(Mutation::Delete { key: format!("policy/{k}") });
                 }
                 let sigs: Vec<String> = self.signers.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
                 for k in sigs {
                     self.signers.remove(&k);
-                    muts.push(Mutation::Delete { key: format!("signer/{k}") });
                 }
                 (None, None)
             }
@@ -372,7 +341,6 @@ impl ControlState {
                     version: index,
                 };
                 let k = policy_key(provider, attestation_type);
-                put(muts, format!("policy/{k}"), &rec);
                 self.policies.insert(k, rec);
                 (None, None)
             }
@@ -381,9 +349,7 @@ impl ControlState {
                     return (Some(e), None);
                 }
                 let k = policy_key(provider, attestation_type);
-                if self.policies.remove(&k).is_some() {
-                    muts.push(Mutation::Delete { key: format!("policy/{k}") });
-                }
+                self.policies.remove(&k);
                 (None, None)
             }
             Command::AddSigner { provider, thumbprint, cert_pem } => {
@@ -397,7 +363,6 @@ impl ControlState {
                     cert_pem: cert_pem.clone(),
                     version: index,
                 };
-                put(muts, format!("signer/{k}"), &rec);
                 self.signers.insert(k, rec);
                 (None, Some("IsPresent".into()))
             }
@@ -422,9 +387,7 @@ impl ControlState {
                         None,
                     );
                 }
-                if self.signers.remove(&k).is_some() {
-                    muts.push(Mutation::Delete { key: format!("signer/{k}") });
-                }
+                self.signers.remove(&k);
                 (None, Some("IsAbsent".into()))
             }
             Command::RegisterNodeCert { node_id, kid, cert_pem, retired_at } => {
@@ -435,46 +398,36 @@ impl ControlState {
                     retired_at: *retired_at,
                     version: index,
                 };
-                put(muts, format!("nodecert/{kid}"), &rec);
                 self.node_certs.insert(kid.clone(), rec);
                 (None, None)
             }
             Command::RemoveNodeCert { kid } => {
-                if self.node_certs.remove(kid).is_some() {
-                    muts.push(Mutation::Delete { key: format!("nodecert/{kid}") });
-                }
+                self.node_certs.remove(kid);
                 (None, None)
             }
             Command::PutCollateral { key, blob_b64 } => {
                 let rec = CollateralRecord { key: key.clone(), blob_b64: blob_b64.clone(), version: index };
-                put(muts, format!("collateral/{key}"), &rec);
                 self.collateral.insert(key.clone(), rec);
                 (None, None)
             }
             Command::DeleteCollateral { key } => {
-                if self.collateral.remove(key).is_some() {
-                    muts.push(Mutation::Delete { key: format!("collateral/{key}") });
-                }
+                self.collateral.remove(key);
                 (None, None)
             }
             Command::Promoted { epoch, primary, secondary, .. } => {
                 let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
-                put(muts, "topology".into(), &t);
                 self.topology = Some(t);
                 self.epoch = (*epoch).max(self.epoch);
-                put(muts, "epoch".into(), &self.epoch);
                 self.replication = ReplicationRecord {
                     mode: ReplicationMode::Async,
                     reason: format!("forced promotion of {primary} (epoch {epoch}): no secondary-region member left"),
                     since_index: index,
                     changed_at_ms: now_ms,
                 };
-                put(muts, "replication".into(), &self.replication);
                 (None, None)
             }
             Command::Rebalanced { primary, secondary, .. } => {
                 let t = Topology { primary: primary.clone(), secondary: secondary.clone(), set_at_index: index };
-                put(muts, "topology".into(), &t);
                 self.topology = Some(t);
                 (None, None)
             }
@@ -489,14 +442,13 @@ impl ControlState {
                     since_index: index,
                     changed_at_ms: now_ms,
                 };
-                put(muts, "replication".into(), &self.replication);
                 (None, None)
             }
         }
     }
 
     /// Records the audit entry of a disaster-recovery command.
-    fn audit_of(&mut self, index: u64, req: &Request, muts: &mut Vec<Mutation>) {
+    fn audit_of(&mut self, index: u64, req: &Request) {
         let (action, epoch, rpo, detail) = match &req.command {
             Command::Promoted { epoch, primary, secondary, base_term, base_index, rpo, detail } => (
                 "promote",
@@ -525,7 +477,6 @@ impl ControlState {
             rpo,
             detail,
         };
-        put(muts, format!("audit/{index:020}"), &rec);
         self.audit.insert(index, rec);
     }
 
@@ -540,7 +491,7 @@ impl ControlState {
         }
     }
 
-    /// Loads one persisted key (the inverse of the mutations above).
+    /// Loads one key of the legacy per-item layout (see the module docs).
     pub fn load_key(&mut self, key: &str, value: &[u8]) -> Result<(), serde_json::Error> {
         if key == "topology" {
             self.topology = Some(serde_json::from_slice(value)?);
@@ -579,8 +530,10 @@ impl ControlState {
         Ok(())
     }
 
-    /// Every persisted key of this state, for writing a snapshot into RocksDB.
-    pub fn all_keys(&self) -> Vec<Mutation> {
+    /// This state in the legacy per-item layout: what an earlier version
+    /// would have on disk (tests of the loader and of upgrades).
+    #[cfg(test)]
+    pub fn all_keys(&self) -> Vec<LegacyKey> {
         let mut m = Vec::new();
         if let Some(t) = &self.topology {
             put(&mut m, "topology".into(), t);
@@ -684,29 +637,29 @@ mod tests {
             location: "eastus2".into(),
             attest_requires_auth: false,
         };
-        assert!(s.apply(1, &req("c", create), 0).0.error.is_none());
+        assert!(s.apply(1, &req("c", create), 0).error.is_none());
         let tp = pem_thumbprint("a");
         let add = Command::AddSigner { provider: "iso".into(), thumbprint: "B".into(), cert_pem: "b".into() };
-        assert!(s.apply(2, &req("add", add), 0).0.error.is_none());
+        assert!(s.apply(2, &req("add", add), 0).error.is_none());
         let rm =
             |id: &str, t: &str| req(id, Command::RemoveSigner { provider: "iso".into(), thumbprint: t.to_string() });
-        assert!(s.apply(3, &rm("r1", "B"), 0).0.error.is_none());
-        let (r, m) = s.apply(4, &rm("r2", &tp), 0);
+        assert!(s.apply(3, &rm("r1", "B"), 0).error.is_none());
+        let r = s.apply(4, &rm("r2", &tp), 0);
         assert_eq!(r.error.map(|e| e.code), Some("InvalidOperation".to_string()));
-        assert!(m.iter().all(|m| !matches!(m, Mutation::Delete { key } if key.starts_with("signer/"))));
         assert_eq!(s.signers.len(), 1);
     }
 
     #[test]
     fn duplicate_request_applies_once() {
         let mut s = ControlState::default();
-        let (r1, m1) = s.apply(1, &req("a", provider("p1", false)), 0);
-        assert!(r1.error.is_none() && !m1.is_empty());
-        let (r2, m2) = s.apply(2, &req("a", provider("p1", false)), 0);
+        let r1 = s.apply(1, &req("a", provider("p1", false)), 0);
+        assert!(r1.error.is_none() && s.providers.contains_key("p1"));
+        let before = s.clone();
+        let r2 = s.apply(2, &req("a", provider("p1", false)), 0);
         assert!(r2.duplicate);
         assert_eq!(r2.index, 1);
         assert!(r2.error.is_none(), "the replay returns the first answer, not a conflict");
-        assert!(m2.is_empty());
+        assert_eq!(s, before, "a duplicate changes nothing");
     }
 
     #[test]
@@ -719,12 +672,15 @@ mod tests {
             document: "x".into(),
             meta: serde_json::Value::Null,
         };
-        let (r, m) = s.apply(2, &req("b", set), 0);
+        let before = s.clone();
+        let r = s.apply(2, &req("b", set), 0);
         assert_eq!(r.error.map(|e| e.code), Some("InvalidOperation".into()));
-        assert!(
-            matches!(&m[..], [Mutation::Put { key, .. }] if key.starts_with(DEDUP_SLOT_PREFIX)),
-            "only the dedup record is written: {m:?}"
-        );
+        assert!(s.policies.is_empty());
+        // Only the answer is remembered (a retry gets the same refusal).
+        assert_eq!(s.dedup.len(), before.dedup.len() + 1);
+        s.dedup = before.dedup.clone();
+        s.dedup_order = before.dedup_order.clone();
+        assert_eq!(s, before);
     }
 
     #[test]
@@ -739,10 +695,8 @@ mod tests {
         };
         s.apply(2, &req("b", set), 0);
         let mut loaded = ControlState::default();
-        for m in s.all_keys() {
-            if let Mutation::Put { key, value } = m {
-                loaded.load_key(&key, &value).unwrap();
-            }
+        for (key, value) in s.all_keys() {
+            loaded.load_key(&key, &value).unwrap();
         }
         assert_eq!(loaded, s);
         assert_eq!(loaded.digest(), s.digest());
@@ -750,54 +704,36 @@ mod tests {
         assert!(s.providers.is_empty() && s.policies.is_empty());
     }
 
-    /// What RocksDB would hold after `muts` (point and range deletions).
-    fn persist(disk: &mut BTreeMap<String, Vec<u8>>, muts: Vec<Mutation>) {
-        for m in muts {
-            match m {
-                Mutation::Put { key, value } => {
-                    disk.insert(key, value);
-                }
-                Mutation::Delete { key } => {
-                    disk.remove(&key);
-                }
-                Mutation::DeleteRange { from, to } => disk.retain(|k, _| *k < from || *k >= to),
-            }
-        }
-    }
-
     #[test]
     fn dedup_table_is_bounded_and_survives_a_reload() {
         let mut s = ControlState::default();
-        let mut disk = BTreeMap::new();
         let total = (DEDUP_CAPACITY + DEDUP_EVICT_CHUNK) as u64;
         for i in 0..total {
-            let (_, muts) = s.apply(i + 1, &req(&format!("r{i}"), Command::Noop), 0);
-            persist(&mut disk, muts);
+            s.apply(i + 1, &req(&format!("r{i}"), Command::Noop), 0);
         }
         assert_eq!(s.dedup.len(), DEDUP_CAPACITY + DEDUP_EVICT_CHUNK, "evicted only a chunk at a time");
         assert!(s.dedup.contains_key("r0"));
-        let (_, muts) = s.apply(total + 1, &req("last", Command::Noop), 0);
-        assert!(
-            matches!(muts.last(), Some(Mutation::DeleteRange { .. })),
-            "one range deletion evicts the chunk: {:?}",
-            muts.last()
-        );
-        persist(&mut disk, muts);
+        s.apply(total + 1, &req("last", Command::Noop), 0);
         assert_eq!(s.dedup.len(), DEDUP_CAPACITY);
         assert_eq!(s.dedup_order.len(), DEDUP_CAPACITY);
         assert!(!s.dedup.contains_key("r0") && !s.dedup.contains_key(&format!("r{}", DEDUP_EVICT_CHUNK)));
         assert!(s.dedup.contains_key(&format!("r{}", DEDUP_EVICT_CHUNK + 1)) && s.dedup.contains_key("last"));
-        // What is on disk loads back to the same table, and a replay of a
-        // remembered request is still a duplicate after the reload.
-        assert_eq!(disk.keys().filter(|k| k.starts_with(DEDUP_SLOT_PREFIX)).count(), DEDUP_CAPACITY);
-        let mut back = ControlState::default();
-        for (k, v) in &disk {
-            back.load_key(k, v).unwrap();
+        // Both persisted forms load back to the same table — a snapshot (the
+        // state's JSON) and the legacy per-item keys — and a replay of a
+        // remembered request is still a duplicate after either reload.
+        let from_snapshot: ControlState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        let mut from_keys = ControlState::default();
+        for (k, v) in s.all_keys() {
+            from_keys.load_key(&k, &v).unwrap();
         }
-        assert_eq!(back.dedup, s.dedup);
-        assert_eq!(back.dedup_order, s.dedup_order);
-        let (r, muts) = back.apply(total + 2, &req("last", Command::Noop), 0);
-        assert!(r.duplicate && r.index == total + 1 && muts.is_empty());
+        for mut back in [from_snapshot, from_keys] {
+            assert_eq!(back.dedup, s.dedup);
+            assert_eq!(back.dedup_order, s.dedup_order);
+            let before = back.clone();
+            let r = back.apply(total + 2, &req("last", Command::Noop), 0);
+            assert!(r.duplicate && r.index == total + 1);
+            assert_eq!(back, before);
+        }
     }
 
     #[test]
@@ -809,13 +745,13 @@ mod tests {
         assert_eq!(s.dedup.get("req-1"), Some(&resp));
         assert_eq!(s.dedup_order.get(&dedup_slot(7, 0)).map(String::as_str), Some("req-1"));
         let keys = s.dedup_keys();
-        assert!(matches!(&keys[..], [Mutation::Put { key, .. }] if *key == dedup_slot_key(dedup_slot(7, 0))));
+        assert!(matches!(&keys[..], [(key, _)] if *key == dedup_slot_key(dedup_slot(7, 0))));
     }
 
     #[test]
     fn a_batch_applies_each_member_once_with_its_own_answer() {
         let mut s = ControlState::default();
-        assert!(s.apply(1, &req("p", provider("p1", false)), 0).0.error.is_none());
+        assert!(s.apply(1, &req("p", provider("p1", false)), 0).error.is_none());
         let members = vec![
             req("a", provider("p2", false)),
             // Already applied at index 1: replayed, not applied again.
@@ -824,7 +760,7 @@ mod tests {
             req("c", Command::Batch { requests: vec![req("d", Command::Noop)] }),
         ];
         let batch = req("batch-1", Command::Batch { requests: members.clone() });
-        let (r, muts) = s.apply(2, &batch, 0);
+        let r = s.apply(2, &batch, 0);
         assert!(r.error.is_none() && !r.duplicate);
         assert_eq!(r.batch.len(), 4);
         assert!(r.batch[0].error.is_none() && r.batch[0].index == 2);
@@ -834,18 +770,13 @@ mod tests {
         assert!(!s.dedup.contains_key("batch-1"), "the envelope is not a client request");
         assert!(!s.dedup.contains_key("d"), "a nested batch applies nothing");
         // Members of one entry get distinct eviction slots.
-        let slots: Vec<&String> = muts
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::Put { key, .. } if key.starts_with(DEDUP_SLOT_PREFIX) => Some(key),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(slots.len(), 2, "{slots:?}");
-        assert_ne!(slots[0], slots[1]);
+        let slots: Vec<u64> =
+            s.dedup_order.iter().filter(|(_, id)| ["a", "b"].contains(&id.as_str())).map(|(slot, _)| *slot).collect();
+        assert_eq!(slots, [dedup_slot(2, 0), dedup_slot(2, 2)]);
         // A retry of the whole batch (same member ids) changes nothing.
-        let (again, muts) = s.apply(3, &req("batch-2", Command::Batch { requests: members }), 0);
+        let before = s.clone();
+        let again = s.apply(3, &req("batch-2", Command::Batch { requests: members }), 0);
         assert!(again.batch[0].duplicate && again.batch[0].index == 2);
-        assert!(muts.is_empty(), "{muts:?}");
+        assert_eq!(s, before);
     }
 }

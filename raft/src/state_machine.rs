@@ -16,6 +16,13 @@
 //! snapshot (a node upgraded before its first new snapshot), and cleared by
 //! the next snapshot built or installed.
 //!
+//! **What a restart re-applies is bounded in bytes as well as entries.**
+//! openraft's snapshot policy counts entries (`snapshot_logs_since_last`),
+//! and one entry may carry up to ~1 MiB (a batch of writes, a collateral
+//! upload), so the store also asks for a snapshot once the entries applied
+//! since the last one hold `snapshot_bytes_since_last` bytes of requests
+//! ([`SnapshotTrigger`]).
+//!
 //! A Raft restarted inside the process (forced promotion, re-seed) reloads
 //! the state the same way, so for the moment between [`StateMachineStore::reopen`]
 //! and openraft's re-apply the API reads the snapshot's state, not the
@@ -32,7 +39,7 @@ use tokio::sync::watch;
 
 use crate::command::Response;
 use crate::db::{CF_META, CF_STATE};
-use crate::state::{ControlState, Mutation, LEGACY_DEDUP_PREFIXES};
+use crate::state::{ControlState, LegacyKey, LEGACY_DEDUP_PREFIXES};
 use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"sm_applied";
@@ -94,20 +101,54 @@ struct LegacySnapshot {
 }
 
 /// What survives a restart of Raft inside the process (forced promotion,
-/// re-seed): the state the API reads and the applied-index channel.
+/// re-seed): the state the API reads, the applied-index channel and the
+/// snapshot trigger.
 #[derive(Clone)]
 pub struct SmShared {
     state: Arc<RwLock<ControlState>>,
     applied_tx: Arc<watch::Sender<u64>>,
+    trigger: Arc<SnapshotTrigger>,
+}
+
+/// The state machine's request for a snapshot by bytes (see the module
+/// docs): set by `apply`, taken by [`SnapshotTrigger::run`], which asks
+/// openraft to build one.
+pub struct SnapshotTrigger {
+    /// Bytes of requests applied since the last snapshot that ask for the next.
+    bytes_limit: u64,
+    wanted: tokio::sync::Notify,
+}
+
+impl SnapshotTrigger {
+    /// Asks `raft()` (the current Raft: it may be restarted in-process) for
+    /// a snapshot whenever the state machine wants one, until `shutdown`.
+    /// openraft ignores the request while a snapshot is being built.
+    pub async fn run(self: Arc<Self>, raft: impl Fn() -> crate::types::Raft, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                () = self.wanted.notified() => {}
+            }
+            metrics::counter!("attest_raft_snapshots_requested_by_bytes_total").increment(1);
+            if let Err(e) = raft().trigger().snapshot().await {
+                tracing::debug!(error = %e, "snapshot request not taken: Raft is stopped");
+            }
+        }
+    }
 }
 
 pub struct StateMachineStore {
     db: Arc<DB>,
     state: Arc<RwLock<ControlState>>,
     applied_tx: Arc<watch::Sender<u64>>,
+    trigger: Arc<SnapshotTrigger>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     snapshot_seq: u64,
+    /// Bytes of requests applied since the last snapshot (built, installed
+    /// or loaded), and that count when a snapshot was last asked for.
+    bytes_since_snapshot: u64,
+    bytes_when_asked: u64,
 }
 
 fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
@@ -117,10 +158,12 @@ fn sto_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Displa
 impl StateMachineStore {
     /// Loads the persisted state (the stored snapshot, or the legacy state
     /// column family; see the module docs). openraft then re-applies the
-    /// committed entries after it.
-    pub fn open(db: Arc<DB>) -> Result<(Self, StateHandle), StorageError> {
+    /// committed entries after it. `snapshot_bytes` is
+    /// `snapshot_bytes_since_last` (see the module docs).
+    pub fn open(db: Arc<DB>, snapshot_bytes: u64) -> Result<(Self, StateHandle), StorageError> {
         let (applied_tx, applied_rx) = watch::channel(0);
-        let shared = SmShared { state: Arc::default(), applied_tx: Arc::new(applied_tx) };
+        let trigger = Arc::new(SnapshotTrigger { bytes_limit: snapshot_bytes.max(1), wanted: Default::default() });
+        let shared = SmShared { state: Arc::default(), applied_tx: Arc::new(applied_tx), trigger };
         let sm = Self::reopen(db, &shared)?;
         let handle = StateHandle { state: shared.state.clone(), applied: applied_rx };
         Ok((sm, handle))
@@ -133,7 +176,12 @@ impl StateMachineStore {
 
     /// The parts a restarted Raft's state machine must share with the API.
     pub fn shared(&self) -> SmShared {
-        SmShared { state: self.state.clone(), applied_tx: self.applied_tx.clone() }
+        SmShared { state: self.state.clone(), applied_tx: self.applied_tx.clone(), trigger: self.trigger.clone() }
+    }
+
+    /// The snapshot trigger, to run beside Raft ([`SnapshotTrigger::run`]).
+    pub fn snapshot_trigger(&self) -> Arc<SnapshotTrigger> {
+        self.trigger.clone()
     }
 
     /// Loads the persisted state into `shared` (replacing what it held):
@@ -196,21 +244,36 @@ impl StateMachineStore {
             db,
             state: shared.state.clone(),
             applied_tx: shared.applied_tx.clone(),
+            trigger: shared.trigger.clone(),
             last_applied,
             membership,
             snapshot_seq: 0,
+            bytes_since_snapshot: 0,
+            bytes_when_asked: 0,
         }
+    }
+
+    /// Counts `bytes` applied and asks for a snapshot once another
+    /// `bytes_limit` of them came since the last snapshot or request.
+    fn count_applied(&mut self, bytes: u64) {
+        self.bytes_since_snapshot += bytes;
+        if self.bytes_since_snapshot - self.bytes_when_asked >= self.trigger.bytes_limit {
+            self.bytes_when_asked = self.bytes_since_snapshot;
+            self.trigger.wanted.notify_one();
+        }
+    }
+
+    /// A snapshot now covers everything applied.
+    fn snapshot_taken(&mut self) {
+        self.bytes_since_snapshot = 0;
+        self.bytes_when_asked = 0;
     }
 }
 
-/// Adds `muts` (changes to the state column family `cf`) to `batch`.
-fn add_mutations(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, muts: Vec<Mutation>) {
-    for m in muts {
-        match m {
-            Mutation::Put { key, value } => batch.put_cf(cf, key.as_bytes(), value),
-            Mutation::Delete { key } => batch.delete_cf(cf, key.as_bytes()),
-            Mutation::DeleteRange { from, to } => batch.delete_range_cf(cf, from.as_bytes(), to.as_bytes()),
-        }
+/// Adds `keys` (of the legacy per-item layout) to `batch`, in column family `cf`.
+fn put_legacy_keys(batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily, keys: Vec<LegacyKey>) {
+    for (key, value) in keys {
+        batch.put_cf(cf, key.as_bytes(), value);
     }
 }
 
@@ -224,7 +287,7 @@ fn migrate_dedup(db: &DB, state: &ControlState) -> Result<(), StorageError> {
         let end = format!("{}0", prefix.trim_end_matches('/'));
         batch.delete_range_cf(cf, prefix.as_bytes(), end.as_bytes());
     }
-    add_mutations(&mut batch, cf, state.dedup_keys());
+    put_legacy_keys(&mut batch, cf, state.dedup_keys());
     let mut w = WriteOptions::default();
     w.set_sync(true);
     db.write_opt(batch, &w).map_err(|e| sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e))?;
@@ -312,6 +375,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut out = Vec::new();
+        let mut bytes = 0;
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             for entry in entries {
@@ -319,7 +383,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Blank => out.push(Response { index: entry.log_id.index, ..Default::default() }),
                     EntryPayload::Normal(req) => {
-                        let (resp, _) = state.apply(entry.log_id.index, &req, req.proposed_at_ms);
+                        // Free: the entry's encoding is kept from the log
+                        // store or the wire (`LogRequest`).
+                        bytes += req.encoded_len() as u64;
+                        let resp = state.apply(entry.log_id.index, &req, req.proposed_at_ms);
                         for r in req.client_requests() {
                             metrics::counter!("attest_control_commands_applied_total", "kind" => r.command.kind())
                                 .increment(1);
@@ -333,14 +400,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             }
         }
+        self.count_applied(bytes);
         let idx = self.last_applied.map(|l| l.index).unwrap_or(0);
         self.applied_tx.send_replace(idx);
         metrics::gauge!("attest_raft_applied_index").set(idx as f64);
+        metrics::gauge!("attest_raft_applied_bytes_since_snapshot").set(self.bytes_since_snapshot as f64);
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_seq += 1;
+        self.snapshot_taken();
         let state = self.state.read().unwrap_or_else(|p| p.into_inner()).clone();
         SnapshotBuilder {
             db: self.db.clone(),
@@ -371,6 +441,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.snapshot_taken();
         {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             *guard = new_state;
@@ -391,6 +462,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 mod tests {
     use super::*;
     use crate::command::{Command, Request};
+
+    const NO_BYTES_TRIGGER: u64 = u64::MAX;
 
     fn meta(index: u64) -> SnapshotMeta {
         let log_id = LogId::new(openraft::CommittedLeaderId::new(1, 1), index);
@@ -424,7 +497,7 @@ mod tests {
     async fn the_persisted_state_is_the_snapshot_and_the_legacy_state_only_while_newer() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::db::open(dir.path()).unwrap();
-        let (mut sm, _) = StateMachineStore::open(db.clone()).unwrap();
+        let (mut sm, _) = StateMachineStore::open(db.clone(), NO_BYTES_TRIGGER).unwrap();
         sm.apply((1..=3).map(noop)).await.unwrap();
         let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
@@ -433,20 +506,20 @@ mod tests {
         assert_eq!(db.iterator_cf(cf_state, IteratorMode::Start).count(), 0, "apply writes nothing");
         drop(sm);
 
-        let (mut sm, h) = StateMachineStore::open(db.clone()).unwrap();
+        let (mut sm, h) = StateMachineStore::open(db.clone(), NO_BYTES_TRIGGER).unwrap();
         assert_eq!(sm.applied_state().await.unwrap().0.map(|l| l.index), Some(3));
         assert_eq!((h.applied_index(), remembered(&h)), (3, vec!["r1".to_string(), "r2".into(), "r3".into()]));
 
         // An earlier version's per-item state at index 5, newer than the snapshot.
-        let (mut legacy, _) = StateMachineStore::open(db.clone()).unwrap();
+        let (mut legacy, _) = StateMachineStore::open(db.clone(), NO_BYTES_TRIGGER).unwrap();
         legacy.apply((4..=5).map(noop)).await.unwrap();
-        let muts = legacy.state.read().unwrap().all_keys();
+        let keys = legacy.state.read().unwrap().all_keys();
         let mut batch = WriteBatch::default();
-        add_mutations(&mut batch, cf_state, muts);
+        put_legacy_keys(&mut batch, cf_state, keys);
         let cf_meta = db.cf_handle(CF_META).unwrap();
         batch.put_cf(cf_meta, KEY_APPLIED, serde_json::to_vec(&Some(noop(5).log_id)).unwrap());
         db.write(batch).unwrap();
-        let (_, h) = StateMachineStore::open(db.clone()).unwrap();
+        let (_, h) = StateMachineStore::open(db.clone(), NO_BYTES_TRIGGER).unwrap();
         assert_eq!((h.applied_index(), remembered(&h).len()), (5, 5), "the newer legacy state is loaded");
 
         // A snapshot stored later is the state from then on; the legacy keys go.
@@ -454,8 +527,65 @@ mod tests {
         sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(db.iterator_cf(cf_state, IteratorMode::Start).count(), 0);
         assert!(db.get_cf(cf_meta, KEY_APPLIED).unwrap().is_none());
-        let (_, h) = StateMachineStore::open(db).unwrap();
+        let (_, h) = StateMachineStore::open(db, NO_BYTES_TRIGGER).unwrap();
         assert_eq!((h.applied_index(), remembered(&h).len()), (6, 6));
+    }
+
+    #[tokio::test]
+    async fn the_store_asks_for_a_snapshot_per_limit_of_bytes_applied() {
+        use futures::FutureExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::open(dir.path()).unwrap();
+        let len = |e: &Entry| match &e.payload {
+            EntryPayload::Normal(r) => r.encoded_len() as u64,
+            _ => 0,
+        };
+        // noop(1) to noop(9) encode to the same length.
+        let (mut sm, _) = StateMachineStore::open(db, 3 * len(&noop(1))).unwrap();
+        let trigger = sm.snapshot_trigger();
+        let asked = || trigger.wanted.notified().now_or_never().is_some();
+        sm.apply((1..=2).map(noop)).await.unwrap();
+        assert!(!asked(), "two requests are below the limit");
+        sm.apply([noop(3)]).await.unwrap();
+        assert!(asked(), "three reach it");
+        assert!(!asked(), "asked once");
+        sm.apply((4..=5).map(noop)).await.unwrap();
+        assert!(!asked(), "not again before another limit's worth");
+        sm.apply([noop(6)]).await.unwrap();
+        assert!(asked(), "again after another limit's worth: the first request may have been ignored");
+        // A snapshot (here: the builder taken for one) starts the count anew.
+        let _builder = sm.get_snapshot_builder().await;
+        sm.apply((7..=8).map(noop)).await.unwrap();
+        assert!(!asked());
+        sm.apply([noop(9)]).await.unwrap();
+        assert!(asked());
+    }
+
+    /// The wiring: with openraft's entry count out of reach, a running
+    /// node still takes a snapshot once enough bytes were applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_node_snapshots_by_bytes_applied() {
+        let timing = crate::Timing {
+            snapshot_logs_since_last: 1_000_000,
+            snapshot_bytes_since_last: 32 << 10,
+            ..crate::Timing::default()
+        };
+        let (node, _dir) = crate::test_support::leader_timed(timing).await;
+        let mut metrics = node.control.raft().metrics();
+        assert!(metrics.borrow().snapshot.is_none(), "no snapshot before the writes");
+        // 12 writes of ~4 KiB: over the 32 KiB limit once (by ~20 KiB,
+        // less than another limit's worth).
+        for i in 0..12 {
+            let cmd = Command::PutCollateral { key: format!("k{i}"), blob_b64: "A".repeat(4 << 10) };
+            let req = node.control.request("test", cmd);
+            node.control.write(req, std::time::Duration::from_secs(20)).await.expect("written");
+        }
+        let taken =
+            tokio::time::timeout(std::time::Duration::from_secs(30), metrics.wait_for(|m| m.snapshot.is_some()))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        assert!(taken, "no snapshot within 30 s of writing 48 KiB");
+        node.shutdown().await;
     }
 
     #[test]
@@ -490,7 +620,7 @@ mod tests {
         db.put_cf(cf, "dedup/req-1", serde_json::to_vec(&resp).unwrap()).unwrap();
         db.put_cf(cf, format!("dedupidx/{slot:020}"), "req-1").unwrap();
         db.put_cf(cf, "dedupz", "unrelated key after the legacy prefixes").unwrap();
-        let (_, handle) = StateMachineStore::open(db.clone()).unwrap();
+        let (_, handle) = StateMachineStore::open(db.clone(), NO_BYTES_TRIGGER).unwrap();
         assert_eq!(handle.read(|s| s.dedup.get("req-1").cloned()), Some(resp.clone()));
         let keys: Vec<String> = db
             .iterator_cf(cf, IteratorMode::Start)
@@ -500,10 +630,10 @@ mod tests {
         // Reopening reads the new layout to the same table, and a request
         // applied before the migration is still recognized as a duplicate.
         drop(handle);
-        let (_, handle) = StateMachineStore::open(db.clone()).unwrap();
+        let (_, handle) = StateMachineStore::open(db.clone(), NO_BYTES_TRIGGER).unwrap();
         let mut state = handle.read(|s| s.clone());
         let req = Request { request_id: "req-1".into(), actor: "t".into(), proposed_at_ms: 0, command: Command::Noop };
-        let (r, muts) = state.apply(4, &req, 0);
-        assert!(r.duplicate && r.index == 3 && muts.is_empty());
+        let r = state.apply(4, &req, 0);
+        assert!(r.duplicate && r.index == 3);
     }
 }
