@@ -211,6 +211,27 @@ impl LogStore {
         Ok(out)
     }
 
+    /// The membership entries at index `from` and after, read from disk.
+    /// Every other entry is skipped by its payload tag, without decoding
+    /// it: a node starts by asking its peers for their epoch
+    /// (`recovery::known_peers`), and the log it scans for them may hold
+    /// hundreds of megabytes of policies and collateral.
+    pub fn membership_entries_from(&self, from: u64) -> Result<Vec<Entry>, StorageError> {
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(self.cf_logs(), IteratorMode::From(&index_key(from), Direction::Forward));
+        for item in it {
+            let (k, v) = item.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            if key_index(&k).is_none() || is_normal_entry(&v) {
+                continue;
+            }
+            let e: Entry = serde_json::from_slice(&v).map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+            if matches!(e.payload, openraft::EntryPayload::Membership(_)) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
     /// Index of the last purged entry, if the log was ever purged (the
     /// first entry on disk follows it); unreadable counts as never.
     pub fn last_purged_index(&self) -> Option<u64> {
@@ -396,6 +417,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// Whether a stored entry is certainly an `EntryPayload::Normal`, from its
+/// first bytes: serde writes the log id (numbers only) and then the payload
+/// tag, so the first `"payload":` is the entry's own. Anything else
+/// (a membership, a blank, an unexpected layout) is decoded by the caller.
+fn is_normal_entry(raw: &[u8]) -> bool {
+    const FIELD: &[u8] = b"\"payload\":";
+    const NORMAL: &[u8] = b"{\"Normal\"";
+    let head = &raw[..raw.len().min(256)];
+    head.windows(FIELD.len()).position(|w| w == FIELD).is_some_and(|at| head[at + FIELD.len()..].starts_with(NORMAL))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,6 +507,40 @@ mod tests {
         store.purge(entries_log_id(4)).await.expect("purged");
         assert_eq!(store.last_purged_index(), Some(4));
         assert_eq!(got(store.entries_from(1, 256).expect("read")), (5..=10).collect::<Vec<_>>());
+    }
+
+    /// Only membership entries are decoded, also when a request's text
+    /// (here a policy) spells the membership tag.
+    #[test]
+    fn membership_entries_are_found_without_decoding_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LogStore::new(crate::db::open(dir.path()).expect("opens"));
+        let membership = openraft::Membership::new(vec![std::collections::BTreeSet::from([1, 2])], None);
+        let tricky = Command::SetPolicy {
+            provider: "p".into(),
+            attestation_type: "Tpm".into(),
+            document: r#"// "payload":{"Membership":{}}"#.into(),
+            meta: serde_json::Value::Null,
+        };
+        let req = Request { request_id: "r2".into(), actor: "t".into(), proposed_at_ms: 0, command: tricky };
+        let entries = [
+            entry(1),
+            Entry { log_id: entries_log_id(2), payload: openraft::EntryPayload::Normal(req.into()) },
+            Entry { log_id: entries_log_id(3), payload: openraft::EntryPayload::Membership(membership) },
+            Entry { log_id: entries_log_id(4), payload: openraft::EntryPayload::Blank },
+            collateral(5, 4096),
+        ];
+        for e in &entries {
+            let v = serde_json::to_vec(e).expect("encodes");
+            assert_eq!(is_normal_entry(&v), matches!(e.payload, openraft::EntryPayload::Normal(_)), "entry {e:?}");
+            store.db.put_cf(store.cf_logs(), index_key(e.log_id.index), v).expect("written");
+        }
+        let found = |from| store.membership_entries_from(from).expect("read");
+        assert_eq!(found(1).iter().map(|e| e.log_id.index).collect::<Vec<_>>(), vec![3]);
+        assert!(found(4).is_empty());
+        // Bytes that are no entry at all are an error, not skipped.
+        store.db.put_cf(store.cf_logs(), index_key(6), b"{\"payload\":\"garbage").expect("written");
+        assert!(store.membership_entries_from(1).is_err());
     }
 
     fn entries_log_id(index: u64) -> LogId {

@@ -1098,7 +1098,7 @@ pub fn known_peers(log: &LogStore, sm: &StateMachineStore, me: NodeId) -> Vec<St
     // with the snapshot): scan what the log still holds after both.
     let from = sm.stored_membership().log_id().map(|l| l.index + 1).unwrap_or(0);
     let from = from.max(log.last_purged_index().map_or(0, |i| i + 1));
-    if let Ok(tail) = log.entries_from(from, 10_000) {
+    if let Ok(tail) = log.membership_entries_from(from) {
         for e in tail {
             if let EntryPayload::Membership(m) = &e.payload {
                 for (id, n) in m.nodes() {
