@@ -328,7 +328,7 @@ pub fn attestd_policy_writes(http: reqwest::Client, urls: Vec<String>, provider:
             urls[client % urls.len()],
             ["SgxEnclave", "OpenEnclave", "TdxVm", "SevSnpVm", "Tpm"][client % 5]
         );
-        let body = value(n, value_bytes);
+        let body = policy_text(n, value_bytes);
         Box::pin(async move {
             let r = http.put(url).header("content-type", "text/plain").body(body).send().await?;
             if !r.status().is_success() {
@@ -348,7 +348,7 @@ pub fn etcd_puts(http: reqwest::Client, endpoints: Vec<String>, value_bytes: usi
         let http = http.clone();
         let url = format!("{}/v3/kv/put", endpoints[client % endpoints.len()]);
         let b64 = base64::engine::general_purpose::STANDARD;
-        let body = serde_json::json!({"key": b64.encode(format!("bench/{client}")), "value": b64.encode(value(n, value_bytes))});
+        let body = serde_json::json!({"key": b64.encode(format!("bench/{client}")), "value": b64.encode(policy_text(n, value_bytes))});
         Box::pin(async move {
             let r = http.post(url).json(&body).send().await?;
             if !r.status().is_success() {
@@ -362,7 +362,7 @@ pub fn etcd_puts(http: reqwest::Client, endpoints: Vec<String>, value_bytes: usi
 
 /// A valid policy of about `len` bytes (padded with a trailing comment),
 /// unique per write: attestd compiles every policy it stores.
-fn value(n: u64, len: usize) -> String {
+pub fn policy_text(n: u64, len: usize) -> String {
     let mut s = format!("version=1.0; authorizationrules {{ => permit(); }}; issuancerules {{ }}; // write {n} ");
     while s.len() < len {
         s.push('x');

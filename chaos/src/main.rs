@@ -303,6 +303,15 @@ enum BenchCmd {
     Restart {
         #[arg(long, default_value_t = 10_000)]
         policies: usize,
+        /// Bytes of each policy's text (0: a minimal policy of ~85 bytes).
+        /// Larger policies make a longer log after the last snapshot, which
+        /// a restart re-applies.
+        #[arg(long, default_value_t = 0)]
+        policy_bytes: usize,
+        /// Times each policy is written (each time new text): the log then
+        /// holds more than the state, as after repeated policy updates.
+        #[arg(long, default_value_t = 1)]
+        writes_per_policy: usize,
         #[arg(long, default_value = "/tmp/attest-bench-restart")]
         dir: PathBuf,
     },
@@ -633,7 +642,9 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BenchCmd::Restart { policies, dir } => bench_restart(policies, dir).await,
+        BenchCmd::Restart { policies, policy_bytes, writes_per_policy, dir } => {
+            bench_restart(policies, policy_bytes, writes_per_policy.max(1), dir).await
+        }
         BenchCmd::Disk { gaps_ms, samples, bytes, dir } => {
             let rows = tokio::task::spawn_blocking(move || {
                 attest_chaos::bench::disk_sync_latency(&dir, bytes, &gaps_ms, samples)
@@ -687,7 +698,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
     }
 }
 
-async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
+async fn bench_restart(policies: usize, policy_bytes: usize, rounds: usize, dir: PathBuf) -> anyhow::Result<()> {
     use futures::StreamExt;
     let _ = std::fs::remove_dir_all(&dir);
     let mut spec = ClusterSpec::local(dir);
@@ -697,7 +708,7 @@ async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
     let http = cluster.http().clone();
     let types = ["SgxEnclave", "OpenEnclave", "TdxVm", "SevSnpVm", "Tpm"];
     let providers = policies.div_ceil(types.len());
-    let bar = indicatif::ProgressBar::new((providers + policies) as u64);
+    let bar = indicatif::ProgressBar::new((providers + policies * rounds) as u64);
     let results: Vec<bool> = futures::stream::iter(0..providers)
         .map(|p| {
             let http = http.clone();
@@ -723,8 +734,9 @@ async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
         .collect()
         .await;
     anyhow::ensure!(results.iter().all(|x| *x), "creating providers failed");
-    let results: Vec<Result<(), String>> = futures::stream::iter(0..policies)
-        .map(|i| {
+    let results: Vec<Result<(), String>> = futures::stream::iter(0..policies * rounds)
+        .map(|w| {
+            let i = w % policies;
             let http = http.clone();
             let url = url.clone();
             let bar = bar.clone();
@@ -732,9 +744,7 @@ async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
                 let r = http
                     .put(format!("{url}/providers/p{:05}/policies/{}", i / types.len(), types[i % types.len()]))
                     .header("content-type", "text/plain")
-                    .body(format!(
-                        "version=1.0; authorizationrules {{ => permit(); }}; issuancerules {{ }}; // policy {i}"
-                    ))
+                    .body(attest_chaos::bench::policy_text(w as u64, policy_bytes))
                     .send()
                     .await;
                 bar.inc(1);
@@ -758,25 +768,35 @@ async fn bench_restart(policies: usize, dir: PathBuf) -> anyhow::Result<()> {
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     anyhow::ensure!(
         failed.is_empty(),
-        "storing policies failed ({} of {policies}), first: {}",
+        "storing policies failed ({} of {} writes), first: {}",
         failed.len(),
+        policies * rounds,
         failed[0]
     );
     let id = 4; // a follower: restart must not depend on leading
     cluster.wait_converged(&cluster.ids(), 0, Duration::from_secs(120)).await?;
     let mut samples = Vec::new();
+    let mut replayed = 0.0;
     for _ in 0..5 {
         cluster.stop(id)?;
         let t0 = std::time::Instant::now();
         cluster.start(id)?;
         cluster.wait_healthy(id, Duration::from_secs(60)).await?;
         samples.push(t0.elapsed().as_secs_f64() * 1000.0);
+        // Everything applied since the start is the log it re-applied.
+        replayed = metric(&http, &cluster.url(id), "attest_raft_applied_bytes_since_snapshot").await.unwrap_or(0.0);
     }
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let state = cluster.state(id).await?;
     let n = state["policies"].as_object().map(|m| m.len()).unwrap_or(0);
-    println!("restart to serving (/health 200) with {n} policies: median {:.0} ms, min {:.0} ms, max {:.0} ms (5 restarts of a follower, {} build)", samples[2], samples[0], samples[4], if cfg!(debug_assertions) { "debug" } else { "release" });
+    println!("restart to serving (/health 200) with {n} policies: median {:.0} ms, min {:.0} ms, max {:.0} ms (5 restarts of a follower, {} build); the log after its snapshot it re-applied: {:.1} MiB of requests", samples[2], samples[0], samples[4], if cfg!(debug_assertions) { "debug" } else { "release" }, replayed / (1 << 20) as f64);
     Ok(())
+}
+
+/// One unlabelled gauge or counter from a node's `/metrics`.
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = http.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// One `bench control-plane` comparison: what every round runs.
