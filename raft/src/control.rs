@@ -54,7 +54,7 @@ pub struct Timing {
     /// one, whichever of the two limits comes first. What a restart
     /// re-applies is the log after the snapshot, and an entry may carry up
     /// to ~1 MiB, so the entry count alone does not bound it (see
-    /// `state_machine`).
+    /// `state_machine`). 0: by entries only.
     pub snapshot_bytes_since_last: u64,
     /// Entries kept in the log behind a snapshot (for slow followers).
     pub max_in_snapshot_log_to_keep: u64,

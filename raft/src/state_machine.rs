@@ -159,10 +159,11 @@ impl StateMachineStore {
     /// Loads the persisted state (the stored snapshot, or the legacy state
     /// column family; see the module docs). openraft then re-applies the
     /// committed entries after it. `snapshot_bytes` is
-    /// `snapshot_bytes_since_last` (see the module docs).
+    /// `snapshot_bytes_since_last` (see the module docs); 0 asks for none.
     pub fn open(db: Arc<DB>, snapshot_bytes: u64) -> Result<(Self, StateHandle), StorageError> {
         let (applied_tx, applied_rx) = watch::channel(0);
-        let trigger = Arc::new(SnapshotTrigger { bytes_limit: snapshot_bytes.max(1), wanted: Default::default() });
+        let bytes_limit = if snapshot_bytes == 0 { u64::MAX } else { snapshot_bytes };
+        let trigger = Arc::new(SnapshotTrigger { bytes_limit, wanted: Default::default() });
         let shared = SmShared { state: Arc::default(), applied_tx: Arc::new(applied_tx), trigger };
         let sm = Self::reopen(db, &shared)?;
         let handle = StateHandle { state: shared.state.clone(), applied: applied_rx };
@@ -267,6 +268,7 @@ impl StateMachineStore {
     fn snapshot_taken(&mut self) {
         self.bytes_since_snapshot = 0;
         self.bytes_when_asked = 0;
+        metrics::gauge!("attest_raft_applied_bytes_since_snapshot").set(0.0);
     }
 }
 
@@ -559,6 +561,11 @@ mod tests {
         assert!(!asked());
         sm.apply([noop(9)]).await.unwrap();
         assert!(asked());
+        // 0: by entries only.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sm, _) = StateMachineStore::open(crate::db::open(dir.path()).unwrap(), 0).unwrap();
+        sm.apply((1..=9).map(noop)).await.unwrap();
+        assert!(sm.snapshot_trigger().wanted.notified().now_or_never().is_none());
     }
 
     /// The wiring: with openraft's entry count out of reach, a running
