@@ -489,6 +489,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// Node `id`'s `/metrics` text (empty if it does not answer).
+    pub async fn metrics_text(&self, id: u64) -> String {
+        match self.http.get(format!("{}/metrics", self.url(id))).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
     pub async fn get_json(&self, id: u64, path: &str) -> anyhow::Result<(u16, Value)> {
         let resp = self.http.get(format!("{}{}", self.url(id), path)).send().await?;
         let status = resp.status().as_u16();
@@ -904,4 +912,14 @@ fn node_toml(
         p = spec.primary_region,
         s = spec.secondary_region,
     )
+}
+
+/// Sum of a Prometheus metric's samples in `metrics` (a `/metrics` text)
+/// whose labels contain `labels` ("" for all).
+pub fn metric_sum(metrics: &str, name: &str, labels: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
 }

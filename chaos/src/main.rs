@@ -784,19 +784,14 @@ async fn bench_restart(policies: usize, policy_bytes: usize, rounds: usize, dir:
         cluster.wait_healthy(id, Duration::from_secs(60)).await?;
         samples.push(t0.elapsed().as_secs_f64() * 1000.0);
         // Everything applied since the start is the log it re-applied.
-        replayed = metric(&http, &cluster.url(id), "attest_raft_applied_bytes_since_snapshot").await.unwrap_or(0.0);
+        let metrics = cluster.metrics_text(id).await;
+        replayed = attest_chaos::cluster::metric_sum(&metrics, "attest_raft_applied_bytes_since_snapshot", "");
     }
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     let state = cluster.state(id).await?;
     let n = state["policies"].as_object().map(|m| m.len()).unwrap_or(0);
     println!("restart to serving (/health 200) with {n} policies: median {:.0} ms, min {:.0} ms, max {:.0} ms (5 restarts of a follower, {} build); the log after its snapshot it re-applied: {:.1} MiB of requests", samples[2], samples[0], samples[4], if cfg!(debug_assertions) { "debug" } else { "release" }, replayed / (1 << 20) as f64);
     Ok(())
-}
-
-/// One unlabelled gauge or counter from a node's `/metrics`.
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
-    let text = http.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// One `bench control-plane` comparison: what every round runs.

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use attest_chaos::cluster::metric_sum;
 use attest_tests::{create_provider, create_until_ok, launch, leader, set_policy, status};
 use rand::Rng;
 use serde_json::Value;
@@ -67,25 +68,11 @@ async fn writes_through_random_nodes_converge_everywhere() {
     }
 }
 
-/// Sum of a Prometheus counter's samples whose labels contain `labels`.
-fn counter_sum(metrics: &str, name: &str, labels: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
-}
-
-/// Node `id`'s `/metrics` text.
-async fn metrics_text(c: &attest_chaos::cluster::Cluster, id: u64) -> String {
-    c.http().get(format!("{}/metrics", c.url(id))).send().await.expect("metrics").text().await.unwrap_or_default()
-}
-
 /// Forward attempts (`attest_control_forwarded_writes_total`) summed over `ids`.
 async fn total_forwards(c: &attest_chaos::cluster::Cluster, ids: &[u64]) -> f64 {
     let mut sum = 0.0;
     for id in ids {
-        sum += counter_sum(&metrics_text(c, *id).await, "attest_control_forwarded_writes_total", "");
+        sum += metric_sum(&c.metrics_text(*id).await, "attest_control_forwarded_writes_total", "");
     }
     sum
 }
@@ -168,11 +155,11 @@ async fn concurrent_writes_are_group_committed_once_and_durable_in_both_regions(
     }
     // The leader shipped to both regions: the secondary's nodes (sync
     // mode) and its own followers (their fsyncs beside its own).
-    let metrics = metrics_text(&c, lead).await;
+    let metrics = c.metrics_text(lead).await;
     let shipped_ok = |peers: &[u64]| {
         peers
             .iter()
-            .any(|p| counter_sum(&metrics, "attest_raft_ship_rpcs_total", &format!("peer=\"{p}\",result=\"ok\"")) > 0.0)
+            .any(|p| metric_sum(&metrics, "attest_raft_ship_rpcs_total", &format!("peer=\"{p}\",result=\"ok\"")) > 0.0)
     };
     assert!(shipped_ok(&c.secondary_ids()), "the leader shipped nothing to the secondary region");
     let followers: Vec<u64> = primary.iter().copied().filter(|id| *id != lead).collect();
@@ -181,7 +168,7 @@ async fn concurrent_writes_are_group_committed_once_and_durable_in_both_regions(
     // shipment were answered on the leader, not sent (and every node still
     // converged, above).
     assert!(
-        counter_sum(&metrics, "attest_raft_append_entries_answered_locally_total", "carried=\"none\"") > 0.0,
+        metric_sum(&metrics, "attest_raft_append_entries_answered_locally_total", "carried=\"none\"") > 0.0,
         "no empty AppendEntries was answered on the leader"
     );
 }
@@ -414,7 +401,7 @@ async fn secondary_loss_degrades_to_async_and_recovers_to_sync() {
     let h = c.health(1).await.expect("health").1;
     assert_eq!(h["replication_mode"], "async");
     assert!(h["replication_reason"].as_str().unwrap_or("").contains("unreachable"), "{h}");
-    let metrics = metrics_text(&c, 1).await;
+    let metrics = c.metrics_text(1).await;
     assert!(metrics.contains("attest_replication_mode{mode=\"async\"} 1"), "metrics show async");
     for i in 0..20 {
         let r = create_provider(&c, 1 + (i % 3), &format!("async{i}"), &format!("a{i}")).await.expect("sent");
@@ -458,7 +445,7 @@ async fn node_behind_a_purged_log_catches_up_by_snapshot() {
     assert!(purged > 10, "the leader purged its log behind a snapshot: {st}");
     c.start(lagging).expect("restart the lagging node");
     c.wait_converged(&c.ids(), 150, CONVERGE).await.expect("caught up");
-    let metrics = metrics_text(&c, lagging).await;
+    let metrics = c.metrics_text(lagging).await;
     assert!(
         metrics.lines().any(|l| l.starts_with("attest_raft_snapshots_installed_total") && !l.ends_with(" 0")),
         "node {lagging} installed a snapshot"
