@@ -373,8 +373,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             sizes.push(v.len());
             batch.put_cf(self.cf_logs(), index_key(e.log_id.index), v);
         }
+        // The recorded time includes the wait for a pool thread: that is
+        // part of the append's latency now. Once started, the write runs to
+        // its end even if this future were dropped; openraft runs storage
+        // commands outside its shutdown `select!`, so a Raft stopped (or
+        // restarted in-process) has waited for this append's answer.
         let started = std::time::Instant::now();
-        let res = crate::db::off_worker(|| self.db.write_opt(batch, &synced()).map_err(|e| e.to_string()));
+        let db = self.db.clone();
+        let res = match crate::db::on_blocking_pool(move || db.write_opt(batch, &synced())).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the log write's thread failed: {e}")),
+        };
         metrics::histogram!("attest_raft_log_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("attest_raft_log_entries_appended_total").increment(n);
         match res {
