@@ -31,34 +31,13 @@ pub enum DbError {
 /// every task it owns, heartbeats included. `block_in_place` hands the
 /// worker to another thread and runs the work here, for work that
 /// borrows from its caller. On a current-thread runtime (unit tests) the
-/// work simply runs inline. The log's synced appends, one per write, use
-/// [`on_blocking_pool`] instead (see there).
+/// work simply runs inline. The log's synced appends, one per write, run
+/// on the blocking pool instead (`LogStore::append` says why).
 pub(crate) fn off_worker<R>(work: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),
     }
-}
-
-/// Runs blocking disk work on tokio's blocking pool and awaits it.
-///
-/// Why, for the log's synced appends, rather than [`off_worker`]: the
-/// caller's worker stays where it is and, while the write runs on a pool
-/// thread, goes on with the tasks the append has just woken — the
-/// shipper (`Outbox::offer`; tokio runs a task woken from a worker next,
-/// from that worker's LIFO slot), then the connections that send its
-/// shipments. Under `block_in_place` those tasks waited for another
-/// thread to be woken and take the worker over (the leader's own fsync
-/// started ~0.2 ms before its shipment left), and every append moved the
-/// worker between threads, which cost each node CPU. Measured
-/// (BENCHMARKS.md, session 29): loopback 1-client p50 2.1–2.7 → 1.3–1.5
-/// ms and server CPU per write −30 to −40 %, 64-client throughput
-/// 3 155–3 655 → 3 871–4 623 writes/s; the 20 ms row unchanged within
-/// its noise.
-pub(crate) async fn on_blocking_pool<R: Send + 'static>(
-    work: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(work).await
 }
 
 /// Opens (or creates) the database under `dir`.

@@ -373,17 +373,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             sizes.push(v.len());
             batch.put_cf(self.cf_logs(), index_key(e.log_id.index), v);
         }
-        // The recorded time includes the wait for a pool thread: that is
-        // part of the append's latency now. Once started, the write runs to
-        // its end even if this future were dropped; openraft runs storage
-        // commands outside its shutdown `select!`, so a Raft stopped (or
-        // restarted in-process) has waited for this append's answer.
+        // On tokio's blocking pool, awaited, rather than under
+        // `block_in_place` (`db::off_worker`): this worker stays where it
+        // is and, while a pool thread writes, goes on with the tasks this
+        // append has just woken — the shipper (tokio runs a task woken from
+        // a worker next, from its LIFO slot), then the connections that send
+        // its shipments. Under `block_in_place` they waited for another
+        // thread to be woken and take the worker over (the leader's own
+        // fsync started ~0.2 ms before its shipment left), and every append
+        // moved the worker between threads. BENCHMARKS.md, session 29:
+        // loopback 1-client p50 2.1–2.7 → 1.3–1.5 ms, server CPU per write
+        // −30 to −40 %, 64-client throughput 3 155–3 655 → 3 871–4 623
+        // writes/s; the 20 ms row unchanged within its noise.
+        //
+        // The recorded time includes the wait for a pool thread. Once
+        // started, the write runs to its end even if this future were
+        // dropped; openraft runs storage commands outside its shutdown
+        // `select!`, so a Raft stopped (or restarted in-process) has waited
+        // for this append's answer.
         let started = std::time::Instant::now();
         let db = self.db.clone();
-        let res = match crate::db::on_blocking_pool(move || db.write_opt(batch, &synced())).await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the log write's thread failed: {e}")),
-        };
+        let res = tokio::task::spawn_blocking(move || db.write_opt(batch, &synced()).map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(format!("the log write's thread failed: {e}")));
         metrics::histogram!("attest_raft_log_append_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("attest_raft_log_entries_appended_total").increment(n);
         match res {
