@@ -362,8 +362,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         // Before our own fsync: the secondary may get them in parallel.
+        // A leader that kept them for shipping yields once first, so the
+        // shipper and the connections it wakes put them on the wire before
+        // the synced write starts (the order of Ongaro §10.2.1). Without
+        // the yield the shipment left ~0.25 ms later: the pool thread
+        // woken for the write below preempts this worker on its CPU and
+        // runs RocksDB's write up to the fsync first (BENCHMARKS.md,
+        // session 30). The leader's own fsync is not what a sync write
+        // waits for across the WAN; the secondary's is.
         if let Some(outbox) = &self.outbox {
-            outbox.offer(&entries);
+            if outbox.offer(&entries) {
+                tokio::task::yield_now().await;
+            }
         }
         let mut batch = WriteBatch::default();
         let n = entries.len() as u64;

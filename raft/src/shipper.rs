@@ -208,16 +208,17 @@ impl Outbox {
     }
 
     /// Called by the log store before it writes `entries`: keeps those this
-    /// node proposed as the current leader.
-    pub(crate) fn offer(&self, entries: &[Entry]) {
+    /// node proposed as the current leader. True when it kept any (and woke
+    /// the shipper to send them).
+    pub(crate) fn offer(&self, entries: &[Entry]) -> bool {
         if !self.leading.load(Ordering::Acquire) || entries.is_empty() {
-            return;
+            return false;
         }
         // Sized (which encodes each entry once, as the log store's write
         // does next) outside the lock the shipper reads under.
         let sizes: Vec<usize> = entries.iter().map(entry_len).collect();
         let mut k = self.kept();
-        let Some(leader) = k.leader else { return };
+        let Some(leader) = k.leader else { return false };
         let mut added = false;
         for (e, size) in entries.iter().zip(sizes).filter(|(e, _)| e.log_id.leader_id == leader) {
             if k.entries.back().is_some_and(|last| last.log_id.index + 1 != e.log_id.index) {
@@ -234,6 +235,7 @@ impl Outbox {
         if added {
             self.appended.notify_one();
         }
+        added
     }
 
     /// Starts (or stops, with `None`) keeping entries for `leader`; a change
@@ -800,13 +802,14 @@ mod tests {
     #[test]
     fn keeps_only_the_current_leaders_own_contiguous_entries() {
         let o = Outbox::default();
-        o.offer(&[entry(1, 1, 1)]);
+        assert!(!o.offer(&[entry(1, 1, 1)]));
         assert_eq!(o.last_index(), None, "nothing is kept while not leading");
         o.set_leader(Some(LeaderId::new(2, 1)));
         // A follower append from another leader is not ours to ship.
-        o.offer(&[entry(2, 3, 5), entry(2, 1, 6)]);
+        assert!(!o.offer(&[entry(2, 3, 5)]), "kept nothing: the log store does not wait for the shipper");
+        assert!(o.offer(&[entry(2, 3, 5), entry(2, 1, 6)]));
         assert_eq!(o.last_index(), Some(6));
-        o.offer(&[entry(2, 1, 7), entry(2, 1, 8)]);
+        assert!(o.offer(&[entry(2, 1, 7), entry(2, 1, 8)]));
         assert_eq!(o.after(6, 10).map(|v| v.len()), Some(2));
         assert!(o.after(4, 10).is_none(), "index 5 is not kept: the caller must read the log");
         // A gap restarts the kept run.
@@ -816,7 +819,7 @@ mod tests {
         o.trim_through(20);
         assert_eq!(o.last_index(), None);
         o.set_leader(None);
-        o.offer(&[entry(2, 1, 21)]);
+        assert!(!o.offer(&[entry(2, 1, 21)]));
         assert_eq!(o.last_index(), None);
     }
 

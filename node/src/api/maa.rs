@@ -137,9 +137,22 @@ async fn write_and_sign(
     // would delay the write by the signature: the write wakes the proposer
     // or the forward's connection task into this worker's LIFO slot, which
     // no other worker may steal, so it waits until this task yields.
+    //
+    // The task yields once before it signs. Spawned, it joins the worker's
+    // queue ahead of the tasks the write wakes next (tokio runs at most
+    // three LIFO wake-ups in a row, then the queue in order), so on a node
+    // with one worker the signature (~0.1 ms ES256, ~0.8 ms RSA) ran before
+    // the shipper sent the entry to the secondary region. Yielded, it runs
+    // once the worker has run everything runnable — the proposal and the
+    // shipment — in the time the write waits for its answers. Not on the
+    // blocking pool: a woken pool thread preempted the worker on its CPU
+    // for the whole signature (BENCHMARKS.md, session 30).
     let signing = {
         let (app, provider) = (app.clone(), provider.clone());
-        tokio::spawn(async move { result_token(&app, &provider, claims) })
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            result_token(&app, &provider, claims)
+        })
     };
     let out = write(app, headers, cmd).await;
     let token = signing.await.map_err(|e| {
