@@ -385,13 +385,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // On tokio's blocking pool, awaited, rather than under
         // `block_in_place` (`db::off_worker`): this worker stays where it
-        // is and, while a pool thread writes, goes on with the tasks this
-        // append has just woken — the shipper (tokio runs a task woken from
-        // a worker next, from its LIFO slot), then the connections that send
-        // its shipments. Under `block_in_place` they waited for another
-        // thread to be woken and take the worker over (the leader's own
-        // fsync started ~0.2 ms before its shipment left), and every append
-        // moved the worker between threads. BENCHMARKS.md, session 29:
+        // is and goes on with its other tasks while a pool thread writes.
+        // Under `block_in_place` the shipper and the connections that send
+        // its shipments waited for another thread to be woken and take the
+        // worker over (the leader's own fsync started ~0.2 ms before its
+        // shipment left), and every append moved the worker between
+        // threads. (The yield above covers the rest: the woken pool thread
+        // itself runs first on this CPU.) BENCHMARKS.md, session 29:
         // loopback 1-client p50 2.1–2.7 → 1.3–1.5 ms, server CPU per write
         // −30 to −40 %, 64-client throughput 3 155–3 655 → 3 871–4 623
         // writes/s; the 20 ms row unchanged within its noise.
