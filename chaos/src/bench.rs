@@ -22,6 +22,11 @@ pub struct LoadSpec {
     /// CPU time over the measured window, divided by the writes, is the
     /// row's CPU per write. Empty: not measured.
     pub servers: Vec<u32>,
+    /// Each client's pause after each operation (0 = back to back). With a
+    /// pause the machine idles between operations, as it does while a
+    /// write crosses an emulated WAN: CPUs halt, caches cool down, the
+    /// disk's next sync starts cold (BENCHMARKS.md, session 31).
+    pub think: Duration,
 }
 
 /// What one run measured.
@@ -173,6 +178,7 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
     for client in 0..spec.clients {
         let op = op.clone();
         let seq = seq.clone();
+        let think = spec.think;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
@@ -186,6 +192,9 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
                     Ok(Ok(())) => {}
                     _ if counted => errors += 1,
                     _ => {}
+                }
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
                 }
             }
             (lat, errors)
@@ -205,7 +214,11 @@ pub async fn run_load(target: &str, spec: &LoadSpec, op: Op) -> LoadResult {
     let (cpu, server_ticks) = cpu.await.unwrap_or((None, None));
     let ops = all.len() as u64;
     LoadResult {
-        target: target.into(),
+        target: if spec.think.is_zero() {
+            target.into()
+        } else {
+            format!("{target}, {} ms think", spec.think.as_millis())
+        },
         clients: spec.clients,
         value_bytes: spec.value_bytes,
         ops,
@@ -271,29 +284,41 @@ pub async fn emulated_rtt(
     };
     let direct = probe(echo_addr).await;
     let through = probe(link.local_addr()).await;
-    let late_us = ReleaseLateness::of([&link.stats()]).mean_us();
+    let seen = ReleaseLateness::of([&link.stats()]);
     // The probe is not part of the cluster's WAN: leave no link behind.
     controller.remove_link(link.name());
     echo.abort();
-    Ok(EmulatedRtt { direct_ms: direct?, through_ms: through?, late_us })
+    Ok(EmulatedRtt {
+        direct_ms: direct?,
+        through_ms: through?,
+        late_us: seen.mean_us(),
+        read_lag_us: seen.mean_read_lag_us(),
+    })
 }
 
 /// What [`emulated_rtt`] measured: p50 round trips straight and through
-/// the emulator, and how late the emulator released the probe's chunks on
-/// average (µs beyond their due time).
+/// the emulator, how late the emulator released the probe's chunks on
+/// average (µs beyond their due time) and how long after their arrival it
+/// read them (not part of their delay).
 pub struct EmulatedRtt {
     pub direct_ms: f64,
     pub through_ms: f64,
     pub late_us: Option<f64>,
+    pub read_lag_us: Option<f64>,
 }
 
 /// Chunks released by a set of WAN links and their summed lateness (see
 /// `LinkStats::release_late_us`), from the links' counters; the
 /// difference of two readings covers what the links carried in between.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+/// Also how long after their arrival the emulator read chunks
+/// (`LinkStats::read_lag_us`): not charged to the system under test, but
+/// shown, as the share a read-time stamp would have added.
 pub struct ReleaseLateness {
     pub chunks: u64,
     pub late_us: u64,
+    pub reads: u64,
+    pub read_lag_us: u64,
 }
 
 impl ReleaseLateness {
@@ -301,6 +326,8 @@ impl ReleaseLateness {
         links.into_iter().fold(Self::default(), |a, s| Self {
             chunks: a.chunks + s.chunks_released,
             late_us: a.late_us + s.release_late_us,
+            reads: a.reads + s.chunks_read,
+            read_lag_us: a.read_lag_us + s.read_lag_us,
         })
     }
 
@@ -309,12 +336,20 @@ impl ReleaseLateness {
         Self {
             chunks: self.chunks.saturating_sub(earlier.chunks),
             late_us: self.late_us.saturating_sub(earlier.late_us),
+            reads: self.reads.saturating_sub(earlier.reads),
+            read_lag_us: self.read_lag_us.saturating_sub(earlier.read_lag_us),
         }
     }
 
     /// Mean lateness per chunk, if any chunk was released.
     pub fn mean_us(self) -> Option<f64> {
         (self.chunks > 0).then(|| self.late_us as f64 / self.chunks as f64)
+    }
+
+    /// Mean time from a chunk's arrival to the emulator's read of it, if
+    /// any chunk was read.
+    pub fn mean_read_lag_us(self) -> Option<f64> {
+        (self.reads > 0).then(|| self.read_lag_us as f64 / self.reads as f64)
     }
 }
 
@@ -604,13 +639,17 @@ mod tests {
         let link = |chunks, late_us| crate::wan::LinkStats {
             chunks_released: chunks,
             release_late_us: late_us,
+            chunks_read: chunks,
+            read_lag_us: 2 * late_us,
             ..Default::default()
         };
         let before = ReleaseLateness::of(&[link(10, 1000), link(5, 500)]);
-        assert_eq!(before, ReleaseLateness { chunks: 15, late_us: 1500 });
+        assert_eq!(before, ReleaseLateness { chunks: 15, late_us: 1500, reads: 15, read_lag_us: 3000 });
         let after = ReleaseLateness::of(&[link(14, 1400), link(9, 1300)]);
         assert_eq!(after.since(before).mean_us(), Some(150.0));
+        assert_eq!(after.since(before).mean_read_lag_us(), Some(300.0));
         assert_eq!(before.since(before).mean_us(), None, "nothing released in between");
+        assert_eq!(before.since(before).mean_read_lag_us(), None, "nothing read in between");
     }
 
     #[test]

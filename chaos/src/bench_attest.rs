@@ -368,6 +368,7 @@ pub async fn run(
             warmup: Duration::from_secs(2),
             value_bytes: body.len(),
             servers: cluster.nodes.get(&node).and_then(|n| n.pid()).into_iter().collect(),
+            think: Duration::ZERO,
         };
         let closed = run_load(&format!("attestd SgxEnclave {alg}"), &spec, op.clone()).await;
         let rate = closed.ops_per_s * 0.8;

@@ -209,6 +209,12 @@ enum BenchCmd {
         /// advises for packed nodes), else 0.
         #[arg(long)]
         node_worker_threads: Option<usize>,
+        /// Each client pauses this long after each write (0 = closed loop
+        /// back to back). A pause lets the machine idle between writes as
+        /// it does while a write crosses the WAN, so a 0 ms row with
+        /// `--think-ms 20` shows what idling costs a write, for etcd too.
+        #[arg(long, default_value_t = 0)]
+        think_ms: u64,
         /// Scratch directory.
         #[arg(long, default_value = "/tmp/attest-bench")]
         dir: PathBuf,
@@ -597,6 +603,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
             http1,
             rounds,
             node_worker_threads,
+            think_ms,
             dir,
         } => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -615,6 +622,7 @@ async fn bench(what: BenchCmd) -> anyhow::Result<()> {
                 token_algs,
                 compare_no_ship,
                 http1,
+                think: Duration::from_millis(think_ms),
                 worker_threads: node_worker_threads.unwrap_or_else(|| {
                     let spec = ClusterSpec::local(&dir);
                     packed_worker_threads(spec.primary_nodes + spec.secondary_nodes)
@@ -806,6 +814,8 @@ struct ControlPlaneRun {
     http1: bool,
     /// `[runtime] worker_threads` of every node (0 = one per CPU).
     worker_threads: usize,
+    /// Each client's pause after each write.
+    think: Duration,
 }
 
 /// `[runtime] worker_threads` for `nodes` nodes on this machine: one each
@@ -828,6 +838,7 @@ impl ControlPlaneRun {
             warmup: Duration::from_secs(2),
             value_bytes: self.value_bytes,
             servers,
+            think: self.think,
         }
     }
 
@@ -877,11 +888,12 @@ impl ControlPlaneRun {
                 if let Some(wan) = &cluster.wan {
                     let e = attest_chaos::bench::emulated_rtt(wan, rtt / 2, 3 * 1024, 100).await?;
                     println!(
-                        "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {:.2} ms through the emulator, {:.2} ms direct; chunks released {} late on average)",
+                        "WAN RTT {rtt} ms as emulated: {:.2} ms added (p50 of 3 KiB echoes: {:.2} ms through the emulator, {:.2} ms direct; chunks released {} late, read {} after arrival, on average)",
                         e.through_ms - e.direct_ms,
                         e.through_ms,
                         e.direct_ms,
-                        late_text(e.late_us)
+                        late_text(e.late_us),
+                        late_text(e.read_lag_us)
                     );
                 }
                 let load_http = cluster.load_client(self.http1)?;
@@ -908,10 +920,11 @@ impl ControlPlaneRun {
                         if let (Some(w), Some(before)) = (&cluster.wan, wan_before) {
                             let during = lateness(w).since(before);
                             late_notes.push(format!(
-                                "{}: the emulator released {} chunks {} late on average (warm-up included)",
+                                "{}: the emulator released {} chunks {} late and read them {} after arrival, on average (warm-up included)",
                                 r.target,
                                 during.chunks,
-                                late_text(during.mean_us())
+                                late_text(during.mean_us()),
+                                late_text(during.mean_read_lag_us())
                             ));
                         }
                     }
@@ -926,7 +939,7 @@ impl ControlPlaneRun {
     }
 }
 
-/// A mean release lateness for the bench's report.
+/// A mean lateness (release or read) for the bench's report.
 fn late_text(us: Option<f64>) -> String {
-    us.map_or_else(|| "(none released)".to_string(), |us| format!("{us:.0} µs"))
+    us.map_or_else(|| "(no chunk)".to_string(), |us| format!("{us:.0} µs"))
 }

@@ -7,8 +7,9 @@
 //! direction (`a_to_b`, `b_to_a`):
 //!
 //! * **latency / jitter**: every chunk read is stamped with a release time
-//!   (`now + latency ± jitter`, never earlier than the previous chunk's, so byte
-//!   order is preserved) and put in a FIFO delay queue; a writer releases
+//!   (`arrival + latency ± jitter`, arrival being the kernel's receive
+//!   timestamp, see the `arrival` module —, never earlier than the previous chunk's, so
+//!   byte order is preserved) and put in a FIFO delay queue; a writer releases
 //!   chunks when due. Reading continues while chunks wait, so throughput is not
 //!   limited to one chunk per round trip.
 //! * **bandwidth**: a serialization clock (`wire_free`) spaces chunks by
@@ -62,7 +63,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -446,6 +447,14 @@ pub struct LinkStats {
     /// system under test, so it reports it.
     #[serde(default)]
     pub release_late_us: u64,
+    /// Data chunks read (both directions).
+    #[serde(default)]
+    pub chunks_read: u64,
+    /// Microseconds between a chunk's arrival in the emulator's socket (the
+    /// kernel's receive timestamp) and the emulator's read of it, summed.
+    /// Not charged to the shape: a chunk's delay counts from its arrival.
+    #[serde(default)]
+    pub read_lag_us: u64,
 }
 
 /// Snapshot of a link for the control API.
@@ -477,6 +486,8 @@ struct Counters {
     bytes_dropped: AtomicU64,
     chunks_released: AtomicU64,
     release_late_us: AtomicU64,
+    chunks_read: AtomicU64,
+    read_lag_us: AtomicU64,
 }
 
 struct LinkShared {
@@ -554,6 +565,8 @@ impl LinkHandle {
             bytes_dropped: c.bytes_dropped.load(Ordering::Relaxed),
             chunks_released: c.chunks_released.load(Ordering::Relaxed),
             release_late_us: c.release_late_us.load(Ordering::Relaxed),
+            chunks_read: c.chunks_read.load(Ordering::Relaxed),
+            read_lag_us: c.read_lag_us.load(Ordering::Relaxed),
         }
     }
 
@@ -835,7 +848,7 @@ fn chunk_size(shape: &Shape) -> usize {
 /// One direction: a reader stamping chunks into the delay queue and a writer
 /// releasing them when due, subject to cuts.
 async fn direction(
-    mut src: OwnedReadHalf,
+    src: OwnedReadHalf,
     dst: &mut OwnedWriteHalf,
     dir: Direction,
     shared: &Arc<LinkShared>,
@@ -843,18 +856,23 @@ async fn direction(
     let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE_CHUNKS);
     let reader = async move {
         let mut sched = Scheduler::new(Instant::now(), StdRng::from_rng(&mut rand::rng()));
+        let mut src = arrival::StampedReader::new(src);
         loop {
             let shape = *shared.conditions.borrow().shape(dir);
             let mut buf = vec![0u8; chunk_size(&shape)];
             let chunk = match src.read(&mut buf).await {
-                Ok(0) => {
+                Ok((0, _)) => {
                     let shape = *shared.conditions.borrow().shape(dir);
                     Chunk::Eof(sched.schedule(Instant::now(), 0, &shape))
                 }
-                Ok(n) => {
+                Ok((n, arrived)) => {
                     buf.truncate(n);
+                    let lag = Instant::now().saturating_duration_since(arrived);
+                    shared.counters.chunks_read.fetch_add(1, Ordering::Relaxed);
+                    let lag_us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+                    shared.counters.read_lag_us.fetch_add(lag_us, Ordering::Relaxed);
                     let shape = *shared.conditions.borrow().shape(dir);
-                    Chunk::Data(sched.schedule(Instant::now(), n, &shape), buf)
+                    Chunk::Data(sched.schedule(arrived, n, &shape), buf)
                 }
                 // The sender reset or failed: pass the reset on.
                 Err(_) => return Err(End::Reset),
@@ -1325,6 +1343,151 @@ pub async fn run_wan_proxy(args: WanProxyArgs) -> Result<(), WanError> {
     }
     drop(controller);
     Ok(())
+}
+
+/// When each chunk reached the emulator.
+///
+/// A chunk's delay counts from its arrival in the emulator's socket, not
+/// from when the emulator got around to reading it: on a busy machine the
+/// reading task wakes a few hundred microseconds after the bytes arrived
+/// (BENCHMARKS.md, session 30), time a real link does not add. The kernel
+/// stamps every received packet when a socket asks for it
+/// (`SO_TIMESTAMPNS`) and hands the stamp of the last packet a read
+/// consumed back with it (`SCM_TIMESTAMPNS`, wall-clock time); that stamp,
+/// converted to the monotonic clock, is the chunk's arrival. Where the
+/// kernel gives no stamp, the read's own time is used.
+mod arrival {
+    use std::io::{ErrorKind, IoSliceMut};
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use nix::sys::time::TimeSpec;
+    use tokio::io::{AsyncReadExt, Interest};
+    use tokio::net::tcp::OwnedReadHalf;
+    use tokio::time::Instant;
+
+    /// A stamp further back than this is not believed (a wall-clock step):
+    /// the read's own time is used instead.
+    const MAX_AGE: Duration = Duration::from_secs(1);
+
+    pub(super) struct StampedReader {
+        half: OwnedReadHalf,
+        /// Room for one `SCM_TIMESTAMPNS`; `None` when the socket refused
+        /// the option (then plain reads).
+        cmsg: Option<Vec<u8>>,
+    }
+
+    impl StampedReader {
+        pub(super) fn new(half: OwnedReadHalf) -> Self {
+            let stream: &tokio::net::TcpStream = half.as_ref();
+            let cmsg = setsockopt(stream, sockopt::ReceiveTimestampns, &true).ok().map(|()| nix::cmsg_space!(TimeSpec));
+            Self { half, cmsg }
+        }
+
+        /// Reads into `buf`: the byte count (0 at the end of the stream) and
+        /// when the bytes arrived.
+        pub(super) async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, Instant)> {
+            let Some(cmsg) = self.cmsg.as_mut() else {
+                let n = self.half.read(buf).await?;
+                return Ok((n, Instant::now()));
+            };
+            let stream: &tokio::net::TcpStream = self.half.as_ref();
+            loop {
+                stream.readable().await?;
+                let fd = stream.as_raw_fd();
+                let got = stream.try_io(Interest::READABLE, || {
+                    let mut iov = [IoSliceMut::new(buf)];
+                    let msg = recvmsg::<()>(fd, &mut iov, Some(cmsg.as_mut_slice()), MsgFlags::empty())?;
+                    let stamp = msg.cmsgs().ok().and_then(|mut c| {
+                        c.find_map(|m| match m {
+                            ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                            _ => None,
+                        })
+                    });
+                    Ok((msg.bytes, stamp))
+                });
+                match got {
+                    Ok((n, stamp)) => return Ok((n, arrived_at(stamp, SystemTime::now(), Instant::now()))),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// The monotonic time of a wall-clock receive stamp, given both clocks'
+    /// readings now; `now` itself without a believable stamp.
+    pub(super) fn arrived_at(stamp: Option<TimeSpec>, wall_now: SystemTime, now: Instant) -> Instant {
+        let Some(ts) = stamp else { return now };
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(ts.tv_sec()), u32::try_from(ts.tv_nsec())) else {
+            return now;
+        };
+        if nanos >= 1_000_000_000 {
+            return now;
+        }
+        let at = UNIX_EPOCH + Duration::new(secs, nanos);
+        match wall_now.duration_since(at) {
+            Ok(age) if age <= MAX_AGE => now.checked_sub(age).unwrap_or(now),
+            // A stamp from the future (clock stepped back) or too old.
+            _ => now,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_stamp_moves_the_arrival_back_by_its_age() {
+            let now = Instant::now();
+            let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            let stamp = TimeSpec::from_duration(Duration::from_secs(1_800_000_000) - Duration::from_micros(300));
+            assert_eq!(arrived_at(Some(stamp), wall, now), now - Duration::from_micros(300));
+        }
+
+        #[test]
+        fn no_stamp_a_future_stamp_or_an_old_one_mean_now() {
+            let now = Instant::now();
+            let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+            assert_eq!(arrived_at(None, wall, now), now);
+            let future = TimeSpec::from_duration(Duration::from_secs(1_800_000_001));
+            assert_eq!(arrived_at(Some(future), wall, now), now);
+            let old = TimeSpec::from_duration(Duration::from_secs(1_799_999_990));
+            assert_eq!(arrived_at(Some(old), wall, now), now);
+        }
+
+        /// Over real loopback sockets: bytes written well before the read
+        /// are stamped with their arrival, not with the read.
+        #[tokio::test]
+        async fn a_late_read_gets_the_arrival_time() {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (server, _) = listener.accept().await.expect("accept");
+            let (r, _w) = server.into_split();
+            let mut reader = StampedReader::new(r);
+            assert!(reader.cmsg.is_some(), "the kernel takes SO_TIMESTAMPNS");
+            let before = Instant::now();
+            tokio::io::AsyncWriteExt::write_all(&mut client, b"hello").await.expect("write");
+            let written = Instant::now();
+            // Sleep well past the write so a read-time stamp would show.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let read_from = Instant::now();
+            let mut buf = [0u8; 16];
+            let (n, arrived) = reader.read(&mut buf).await.expect("read");
+            assert_eq!(&buf[..n], b"hello");
+            // Clocks are read at different instants; allow a little slack
+            // either side, far less than the 50 ms gap.
+            let slack = Duration::from_millis(5);
+            assert!(arrived + slack >= before, "arrival {arrived:?} before the write began {before:?}");
+            assert!(arrived <= written + slack, "arrival {arrived:?} is the read's time, not the write's");
+            assert!(arrived < read_from, "stamped at the read");
+            drop(client);
+            let (n, _) = reader.read(&mut buf).await.expect("read eof");
+            assert_eq!(n, 0);
+        }
+    }
 }
 
 /// Sub-millisecond release times for the delay queue.
