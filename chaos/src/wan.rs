@@ -7,11 +7,11 @@
 //! direction (`a_to_b`, `b_to_a`):
 //!
 //! * **latency / jitter**: every chunk read is stamped with a release time
-//!   (`arrival + latency ± jitter`, arrival being the kernel's receive
-//!   timestamp, see the `arrival` module —, never earlier than the previous chunk's, so
-//!   byte order is preserved) and put in a FIFO delay queue; a writer releases
-//!   chunks when due. Reading continues while chunks wait, so throughput is not
-//!   limited to one chunk per round trip.
+//!   (`arrival + latency ± jitter`, where arrival is the kernel's receive
+//!   timestamp — see the `arrival` module; never earlier than the previous
+//!   chunk's, so byte order is preserved) and put in a FIFO delay queue; a
+//!   writer releases chunks when due. Reading continues while chunks wait, so
+//!   throughput is not limited to one chunk per round trip.
 //! * **bandwidth**: a serialization clock (`wire_free`) spaces chunks by
 //!   `len * 8 / bandwidth` before the propagation delay, like a real link.
 //! * **loss**: TCP hides packet loss as retransmission stalls, so a "lost" chunk
