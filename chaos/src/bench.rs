@@ -310,10 +310,10 @@ pub struct EmulatedRtt {
 /// Chunks released by a set of WAN links and their summed lateness (see
 /// `LinkStats::release_late_us`), from the links' counters; the
 /// difference of two readings covers what the links carried in between.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
 /// Also how long after their arrival the emulator read chunks
 /// (`LinkStats::read_lag_us`): not charged to the system under test, but
 /// shown, as the share a read-time stamp would have added.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ReleaseLateness {
     pub chunks: u64,
     pub late_us: u64,

@@ -861,9 +861,9 @@ async fn direction(
             let shape = *shared.conditions.borrow().shape(dir);
             let mut buf = vec![0u8; chunk_size(&shape)];
             let chunk = match src.read(&mut buf).await {
-                Ok((0, _)) => {
+                Ok((0, at)) => {
                     let shape = *shared.conditions.borrow().shape(dir);
-                    Chunk::Eof(sched.schedule(Instant::now(), 0, &shape))
+                    Chunk::Eof(sched.schedule(at, 0, &shape))
                 }
                 Ok((n, arrived)) => {
                     buf.truncate(n);
